@@ -1,0 +1,1 @@
+"""jaxbp: backpropagation, measured."""

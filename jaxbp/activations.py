@@ -1,0 +1,184 @@
+"""Activation functions with hand-derived derivatives.
+
+Every :class:`Activation` carries its function ``fn`` and its derivative
+``grad`` written out by hand (not by ``jax.grad``), so that the delta recursion
+in :mod:`jaxbp.backprop` is an independent reference for autodiff:
+
+  ===========  =====================  ==========================================
+  name         fn(z)                  grad(z) = fn'(z)
+  ===========  =====================  ==========================================
+  identity     z                      1
+  sigmoid      s(z) = 1/(1+e^{-z})    s(z)(1 - s(z))        (<= 1/4, seed 000)
+  tanh         tanh z = 2 s(2z) - 1   1 - tanh^2 z
+  relu         max(0, z)              1 if z > 0 else 0     (0 at the kink)
+  leaky_relu   z if z > 0 else p z    1 if z > 0 else p
+  softmax      e^{z_i} / sum_j e^{z_j}  full Jacobian p_i (delta_ij - p_j)
+  ===========  =====================  ==========================================
+
+``softmax`` is the one activation that is not elementwise: its ``grad`` returns
+the Jacobian ``(..., n, n)`` (seed 000 §7.3). Seed 002's ``grad_softmax =
+s(1 - s)`` is only that Jacobian's diagonal; :func:`softmax_vjp` applies the
+whole Jacobian to a row vector without forming it.
+
+References:
+  Goodfellow, Bengio & Courville, *Deep Learning* (2016), §6.3 and §6.2.2.3.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+
+
+class Activation(NamedTuple):
+  """An activation function and its hand-derived derivative.
+
+  Attributes:
+    name: look-up name, e.g. ``"tanh"`` or ``"leaky_relu"``.
+    fn: ``z -> phi(z)``.
+    grad: ``z -> phi'(z)``, elementwise (or the full Jacobian when
+      ``elementwise`` is False).
+    elementwise: True for every activation except softmax.
+  """
+  name: str
+  fn: Callable[[jax.Array], jax.Array]
+  grad: Callable[[jax.Array], jax.Array]
+  elementwise: bool = True
+
+
+def sigmoid_fn(z):
+  # jax.nn.sigmoid is lax.logistic: stable for large |z| in float32, and it
+  # never forms exp(+|z|), so it does not overflow.
+  return jax.nn.sigmoid(z)
+
+
+def _sigmoid_grad(z):
+  s = sigmoid_fn(z)
+  return s * (1.0 - s)
+
+
+def _tanh_grad(z):
+  t = jnp.tanh(z)
+  return 1.0 - t * t
+
+
+def _relu_fn(z):
+  return jnp.maximum(z, 0.0)
+
+
+def _relu_grad(z):
+  # The derivative at the kink z = 0 is taken as 0, as jax.nn.relu does.
+  return (z > 0).astype(z.dtype)
+
+
+def _identity_grad(z):
+  return jnp.ones_like(z)
+
+
+def softmax(z, axis: int = -1):
+  """Numerically stable softmax: ``exp(z - max z) / sum exp(z - max z)`` (seed 002 eq. 19)."""
+  z = jnp.asarray(z)
+  shifted = z - jax.lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
+  e = jnp.exp(shifted)
+  return e / jnp.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(z, axis: int = -1):
+  """Stable ``log softmax(z)_j = z_j - max z - log sum_i exp(z_i - max z)`` (seed 002 eq. 20)."""
+  z = jnp.asarray(z)
+  shifted = z - jax.lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
+  return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+
+
+def softmax_jacobian(z):
+  """Full softmax Jacobian ``J[..., i, j] = d p_i / d z_j = p_i (delta_ij - p_j)``.
+
+  Seed 000 §7.3. Its diagonal is ``p_i (1 - p_i)`` (seed 002's ``grad_softmax``),
+  its off-diagonal entries ``-p_i p_j`` are what that shortcut drops.
+
+  >>> import jax.numpy as jnp
+  >>> softmax_jacobian(jnp.zeros(2))
+  Array([[ 0.25, -0.25],
+         [-0.25,  0.25]], dtype=float32)
+  """
+  p = softmax(z)
+  eye = jnp.eye(p.shape[-1], dtype=p.dtype)
+  return p[..., :, None] * (eye - p[..., None, :])
+
+
+def softmax_vjp(z, g):
+  """Row vector times softmax Jacobian: ``(g J)_j = p_j (g_j - sum_i g_i p_i)``.
+
+  This is the backward pass through a softmax layer in O(n) rather than O(n^2).
+  """
+  p = softmax(z)
+  return p * (g - jnp.sum(g * p, axis=-1, keepdims=True))
+
+
+identity = Activation("identity", lambda z: z, _identity_grad)
+sigmoid = Activation("sigmoid", sigmoid_fn, _sigmoid_grad)
+tanh = Activation("tanh", jnp.tanh, _tanh_grad)
+relu = Activation("relu", _relu_fn, _relu_grad)
+softmax_activation = Activation("softmax", softmax, softmax_jacobian, elementwise=False)
+
+
+@functools.lru_cache(maxsize=None)
+def leaky_relu(negative_slope: float = 0.01) -> Activation:
+  """LeakyReLU with slope ``p`` for z < 0: ``phi'(z) = 1 if z > 0 else p``.
+
+  Cached, so that ``leaky_relu(0.1) is leaky_relu(0.1)``: a net spec built with
+  it stays hashable and equal across calls, and jit does not recompile.
+  """
+  p = float(negative_slope)
+  if not p >= 0.0:
+    raise ValueError(
+        f"leaky_relu: negative_slope must be >= 0, got {negative_slope!r}.")
+
+  def fn(z):
+    return jnp.where(z > 0, z, p * z)
+
+  def grad(z):
+    return jnp.where(z > 0, jnp.ones_like(z), jnp.full_like(z, p))
+
+  return Activation("leaky_relu" if p == 0.01 else f"leaky_relu({p:g})", fn, grad)
+
+
+_REGISTRY = {
+    "identity": identity,
+    "linear": identity,
+    "sigmoid": sigmoid,
+    "logistic": sigmoid,
+    "tanh": tanh,
+    "relu": relu,
+    "leaky_relu": leaky_relu(0.01),
+    "softmax": softmax_activation,
+}
+
+ActivationLike = Union[str, Activation]
+
+
+def names() -> tuple[str, ...]:
+  """The names :func:`get` accepts."""
+  return tuple(sorted(_REGISTRY))
+
+
+def get(activation: ActivationLike) -> Activation:
+  """Looks an activation up by name, or passes an :class:`Activation` through.
+
+  >>> get("tanh").name
+  'tanh'
+  """
+  if isinstance(activation, Activation):
+    return activation
+  if isinstance(activation, str):
+    try:
+      return _REGISTRY[activation.lower()]
+    except KeyError:
+      raise ValueError(
+          f"Unknown activation {activation!r}; valid names are {', '.join(names())}, "
+          "or pass a jaxbp.activations.Activation (e.g. leaky_relu(0.2)).") from None
+  raise TypeError(
+      f"activation must be a name or a jaxbp.activations.Activation, got "
+      f"{type(activation).__name__}: {activation!r}.")
