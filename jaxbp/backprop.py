@@ -1,0 +1,205 @@
+"""The hand-derived delta recursion of the lecture notes, batched.
+
+For the net of :mod:`jaxbp.nets` (``z_k = h_{k-1} W_k + b_k``, ``h_k = phi(z_k)``)
+and a loss ``L(h_K, y)``, define ``delta_k = dL/dz_k`` (one row per example).
+Then (seed 003 §4.6.4, seed 002 eqs. 10-15, seed 000 §7.7)::
+
+    delta_K     = dL/dh_K * phi_out'(z_K)                 (output layer, eq. 10)
+    delta_{k-1} = (delta_k @ W_k^T) * phi'(z_{k-1})       (hidden layers, eqs. 11, 14)
+    dL/dW_k     = h_{k-1}^T @ delta_k                     (eqs. 13, 15; sums the batch)
+    dL/db_k     = sum_batch delta_k
+
+In the seeds' column form (``z = W h + b``, ``W`` of shape ``(out, in)``, one
+example as a column) the same recursion reads ``delta_{k-1} = (W_k^T delta_k) *
+phi'(z_{k-1})`` and ``dL/dW_k = delta_k h_{k-1}^T``: the transposes of the rows
+above. Seed 002 folds the bias into ``W`` as its last row and appends a 1 to
+every input (``[X, 1] @ W``); :func:`augmented_grads` runs that form.
+
+Two output layers are fused, for stability and because the notes derive them:
+sigmoid + binary cross-entropy gives ``delta_K = p - y`` and softmax +
+(categorical) cross-entropy gives ``delta_K = softmax(z_K) - y`` (seed 003
+§4.6.4), each divided by the reduction's count. A softmax output with any other
+loss goes through the full Jacobian ``p_i (delta_ij - p_j)`` (seed 000 §7.3).
+
+Stacked hidden layers are walked by a reversed ``lax.scan``, mirroring the
+forward scan of :class:`jaxbp.nets.MLP` layer for layer.
+
+>>> import jax, jax.numpy as jnp, jaxbp
+>>> net = jaxbp.MLP((3, 3, 2, 3), "relu")
+>>> params = net.init(jax.random.PRNGKey(0))
+>>> x, y = jnp.ones((4, 3)), jnp.array([0, 2, 1, 0])
+>>> value, grads = value_and_grad(net, "softmax_cross_entropy", params, x, y)
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxbp import activations as _act
+from jaxbp import losses as _losses
+from jaxbp.nets import MLP, Dense, Trace
+
+
+class Backward(NamedTuple):
+  """Everything one backward pass produces.
+
+  Attributes:
+    value: the loss.
+    grads: dL/dparams, the same pytree as the params.
+    deltas: dL/dz_k, aligned with the params (stacked groups carry a layer axis).
+    trace: the forward cache it used.
+  """
+  value: jax.Array
+  grads: Tuple[Dense, ...]
+  deltas: Tuple[jax.Array, ...]
+  trace: Trace
+
+
+def _output_delta(net: MLP, loss: _losses.Loss, z, h, y, reduction):
+  """delta_K = dL/dz_K, fused where the notes fuse it."""
+  phi_out = net.phi_out
+  pair = (phi_out.name, loss.name)
+  if pair in (("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy")):
+    # dL/dp * dp/dz collapses to p - y: no division by p (1 - p), which
+    # underflows for saturated units. Same reduction count as the loss.
+    y = _losses._target(loss.name, h, y, loss.categorical)
+    count = h.shape[0] if loss.categorical else h.size
+    return (h - y) / count if reduction == "mean" else h - y
+  g = loss.grad(h, y, reduction)
+  if phi_out.elementwise:
+    return g * phi_out.grad(z)
+  return _act.softmax_vjp(z, g)
+
+
+def _layer_grads(h_in, delta, with_bias):
+  dW = h_in.T @ delta
+  return Dense(dW, jnp.sum(delta, axis=0) if with_bias else None)
+
+
+def backward(net: MLP, loss, params, x, y, reduction: str = "mean") -> Backward:
+  """Runs the forward pass, then the delta recursion from the output back.
+
+  Args:
+    net: the network spec.
+    loss: a loss name or ``jaxbp.losses.Loss``.
+    params: ``net.init(...)``-shaped parameters.
+    x: inputs ``(batch, sizes[0])``.
+    y: targets, the output's shape (or integer labels for categorical losses).
+    reduction: ``"mean"`` or ``"sum"``.
+
+  Returns:
+    A :class:`Backward` with the loss, the gradients and every delta_k.
+  """
+  loss = _losses.get(loss)
+  if reduction not in ("mean", "sum"):
+    raise ValueError(f"backprop: reduction must be 'mean' or 'sum', got {reduction!r}.")
+  tr = net.trace(params, x)
+  x = jnp.asarray(x)
+  value = loss.fn(tr.h[-1], y, reduction)
+  phi = net.phi
+  G = len(params)
+
+  def last(seq, g):  # the last layer's value in group g (groups may be stacked)
+    return seq[g][-1] if net.is_stacked(g) else seq[g]
+
+  delta = _output_delta(net, loss, tr.z[-1], tr.h[-1], y, reduction)
+  grads, deltas = [None] * G, [None] * G
+  for g in reversed(range(G)):
+    h_in = x if g == 0 else last(tr.h, g - 1)
+    if net.is_stacked(g):
+      # Each stacked layer l needs its input h_{l-1} and the z_{l-1} below it,
+      # the first of which come from the group before (never stacked itself).
+      h_prev = jnp.concatenate([h_in[None], tr.h[g][:-1]], axis=0)
+      z_prev = jnp.concatenate([last(tr.z, g - 1)[None], tr.z[g][:-1]], axis=0)
+
+      def step(delta, xs):
+        W, hp, zp = xs
+        d_prev = (delta @ W.T) * phi.grad(zp)
+        return d_prev, (delta, _layer_grads(hp, delta, net.bias))
+
+      delta, (deltas[g], grads[g]) = jax.lax.scan(
+          step, delta, (params[g].W, h_prev, z_prev), reverse=True)
+    else:
+      deltas[g] = delta
+      grads[g] = _layer_grads(h_in, delta, net.bias)
+      if g > 0:
+        delta = (delta @ params[g].W.T) * phi.grad(last(tr.z, g - 1))
+  return Backward(value, tuple(grads), tuple(deltas), tr)
+
+
+def value_and_grad(net: MLP, loss, params, x, y, reduction: str = "mean"):
+  """``(loss, dL/dparams)`` by the hand recursion.
+
+  Returns the same pytree as ``jax.value_and_grad(jaxbp.objective(net, loss))``.
+  """
+  out = backward(net, loss, params, x, y, reduction)
+  return out.value, out.grads
+
+
+def grad(net: MLP, loss, params, x, y, reduction: str = "mean"):
+  """dL/dparams by the hand recursion."""
+  return backward(net, loss, params, x, y, reduction).grads
+
+
+def deltas(net: MLP, loss, params, x, y, reduction: str = "mean"):
+  """delta_k = dL/dz_k for every layer, aligned with the params tuple."""
+  return backward(net, loss, params, x, y, reduction).deltas
+
+
+# -- the seeds' other two forms ------------------------------------------------
+
+
+def augmented_grads(weights, x, y, activation, loss, output_activation="identity",
+                    reduction="mean"):
+  """Seed 002's form: biases as the last row of ``W``, inputs padded with ones.
+
+  ``weights[k]`` has shape ``(in_k + 1, out_k)``; layer k computes
+  ``phi([h, 1] @ W_k)``. Deltas skip the bias row going down (``W[:-1]``, seed
+  002's ``W_{i+1}^{without bias}``) and the gradient is ``[h, 1]^T @ delta``.
+
+  Returns:
+    ``(loss, [dL/dW_k])``, each gradient the shape of its ``W_k``.
+  """
+  phi, phi_out, loss = _act.get(activation), _act.get(output_activation), _losses.get(loss)
+  ones = lambda h: jnp.ones((h.shape[0], 1), h.dtype)
+  inputs, zs, h = [], [], jnp.asarray(x)
+  for k, W in enumerate(weights):
+    h_aug = jnp.concatenate([h, ones(h)], axis=1)
+    z = h_aug @ W
+    inputs.append(h_aug)
+    zs.append(z)
+    h = (phi_out if k == len(weights) - 1 else phi).fn(z)
+  value = loss.fn(h, y, reduction)
+  g = loss.grad(h, y, reduction)
+  delta = g * phi_out.grad(zs[-1]) if phi_out.elementwise else _act.softmax_vjp(zs[-1], g)
+  grads = [None] * len(weights)
+  for k in reversed(range(len(weights))):
+    grads[k] = inputs[k].T @ delta
+    if k > 0:
+      delta = (delta @ weights[k][:-1].T) * phi.grad(zs[k - 1])
+  return value, grads
+
+
+def scalar_chain(w, b, x, activation="sigmoid"):
+  """Seed 003 §4.3: a chain of one-unit layers, ``h_k = phi(w_k h_{k-1} + b_k)``.
+
+  Returns ``(h_K, dh_K/dh_0, dh_K/dw, dh_K/db)`` from the product form of §4.4,
+  ``dh_K/dh_{k-1} = prod_{t=k..K} phi'(z_t) w_t``: the reason deep sigmoid
+  chains vanish, since ``phi' <= 1/4``.
+  """
+  phi = _act.get(activation)
+  w, b = jnp.asarray(w), jnp.asarray(b)
+
+  def step(h, wb):
+    z = wb[0] * h + wb[1]
+    return phi.fn(z), (h, z)
+
+  h_K, (h_prev, z) = jax.lax.scan(step, jnp.asarray(x, w.dtype), (w, b))
+  local = phi.grad(z) * w                       # dh_t/dh_{t-1} = phi'(z_t) w_t
+  # dh_K/dh_{t-1} = prod_{s >= t} local_s: a reversed cumulative product.
+  through = jnp.cumprod(local[::-1])[::-1]
+  after = jnp.concatenate([through[1:], jnp.ones((1,), w.dtype)])  # dh_K/dh_t
+  dz = after * phi.grad(z)                       # dh_K/dz_t
+  return h_K, through[0], dz * h_prev, dz

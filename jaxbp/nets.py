@@ -1,0 +1,283 @@
+"""Multi-layer perceptrons as pure functions over a frozen spec.
+
+Row-vector convention, batch first (seed 002's ``X W``)::
+
+    h_0 = x                                  (batch, sizes[0])
+    z_k = h_{k-1} @ W_k + b_k                W_k: (sizes[k-1], sizes[k])
+    h_k = phi(z_k)      for hidden layers k = 1 .. K-1
+    h_K = phi_out(z_K)  the output
+
+The seeds write the same layer in column form, ``z = W h + b`` with ``W`` of
+shape ``(out, in)`` (and PyTorch's ``nn.Linear.weight`` is stored that way):
+their ``W`` is the transpose of ours.
+
+Parameters are a tuple of :class:`Dense` ``(W, b)``, one per layer. With
+``stack=True`` the identical hidden layers ``width -> width`` are stored as one
+``Dense`` whose leaves carry a leading layer axis, ``W: (L, width, width)``,
+``b: (L, width)``, and run under ``lax.scan``: the compiled program holds one
+layer, so compile time does not grow with depth. ``remat=True`` wraps every
+layer in ``jax.checkpoint``, so the backward pass recomputes activations
+instead of storing them (seed 001: cache forward values, or recompute them).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Optional, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxbp import activations as _act
+from jaxbp import initializers as _init
+from jaxbp import losses as _losses
+
+
+class Dense(NamedTuple):
+  """One affine layer ``z = h @ W + b`` (or a stack of them, with a leading axis).
+
+  Attributes:
+    W: weights, ``(in, out)``; ``(L, n, n)`` for a stack of L layers.
+    b: biases, ``(out,)``; ``(L, n)`` for a stack; ``None`` when the net has no bias.
+  """
+  W: jax.Array
+  b: Optional[jax.Array]
+
+
+class Trace(NamedTuple):
+  """What the forward pass caches for backprop, aligned with the params tuple.
+
+  Attributes:
+    z: pre-activations, one entry per ``Dense``: ``(batch, out)``, or
+      ``(L, batch, n)`` for a stacked group.
+    h: activations ``phi(z)``, the same shapes. ``h[-1]`` is the net's output.
+  """
+  z: Tuple[jax.Array, ...]
+  h: Tuple[jax.Array, ...]
+
+
+def _is_tracer(x):
+  return isinstance(x, jax.core.Tracer)
+
+
+@dataclasses.dataclass(frozen=True)
+class MLP:
+  """A fully connected network spec: hashable, so it can be a static jit argument.
+
+  Args:
+    sizes: layer widths ``(in, hidden..., out)``, at least two entries.
+    activation: hidden activation, a name or ``jaxbp.activations.Activation``.
+    output_activation: the last layer's activation (default identity: logits).
+    bias: whether layers have biases.
+    stack: store the identical ``width -> width`` hidden layers as one stacked
+      ``Dense`` and run them with ``lax.scan``. Needs all hidden widths equal.
+    remat: recompute activations in the backward pass (``jax.checkpoint``).
+
+  >>> net = MLP(sizes=(3, 3, 2, 3), activation="relu")
+  >>> params = net.init(jax.random.PRNGKey(0), init="he")
+  >>> net.apply(params, jnp.ones((4, 3))).shape
+  (4, 3)
+  """
+  sizes: Tuple[int, ...]
+  activation: Union[str, _act.Activation] = "relu"
+  output_activation: Union[str, _act.Activation] = "identity"
+  bias: bool = True
+  stack: bool = False
+  remat: bool = False
+
+  def __post_init__(self):
+    sizes = tuple(self.sizes) if isinstance(self.sizes, (list, tuple)) else self.sizes
+    if not isinstance(sizes, tuple) or len(sizes) < 2:
+      raise ValueError(
+          f"MLP: sizes must list at least two widths (input, output), e.g. (3, 8, 2); "
+          f"got {self.sizes!r}.")
+    for s in sizes:
+      if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+        raise ValueError(f"MLP: every size must be a positive int; got sizes={sizes!r}.")
+    object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
+    # Resolve names now so that bad ones fail at construction, not inside jit.
+    _act.get(self.activation)
+    _act.get(self.output_activation)
+    if not _act.get(self.activation).elementwise:
+      raise ValueError("MLP: softmax can only be the output_activation, not a hidden one.")
+    if self.stack and len(set(self.sizes[1:-1])) > 1:
+      raise ValueError(
+          f"MLP: stack=True needs equal hidden widths, got sizes={self.sizes}. "
+          "Use stack=False for nets with varying widths.")
+
+  @classmethod
+  def uniform(cls, in_size: int, width: int, depth: int, out_size: int, **kwargs) -> "MLP":
+    """A net with ``depth`` hidden layers of equal ``width``: sizes (in, width*depth, out)."""
+    if not isinstance(depth, (int, np.integer)) or depth < 1:
+      raise ValueError(f"MLP.uniform: depth must be an int >= 1, got {depth!r}.")
+    return cls(sizes=(in_size,) + (width,) * depth + (out_size,), **kwargs)
+
+  # -- structure ---------------------------------------------------------------
+
+  @property
+  def phi(self) -> _act.Activation:
+    return _act.get(self.activation)
+
+  @property
+  def phi_out(self) -> _act.Activation:
+    return _act.get(self.output_activation)
+
+  @property
+  def num_layers(self) -> int:
+    """Number of affine layers, K = len(sizes) - 1."""
+    return len(self.sizes) - 1
+
+  @property
+  def groups(self) -> Tuple[Tuple[int, int, int], ...]:
+    """One ``(num_layers, fan_in, fan_out)`` per ``Dense`` in the params tuple.
+
+    Without ``stack`` every group holds one layer. With it, the hidden
+    ``width -> width`` layers form one group between the first and last layer.
+    """
+    s, K = self.sizes, self.num_layers
+    if not self.stack or K < 3:
+      return tuple((1, s[k], s[k + 1]) for k in range(K))
+    return ((1, s[0], s[1]), (K - 2, s[1], s[1]), (1, s[-2], s[-1]))
+
+  def is_stacked(self, g: int) -> bool:
+    """Whether params[g] carries a leading layer axis."""
+    return self.stack and self.num_layers >= 3 and g == 1
+
+  # -- parameters --------------------------------------------------------------
+
+  def init(self, key, init: _init.InitializerLike = "he", dtype=None) -> Tuple[Dense, ...]:
+    """Draws parameters, one PRNG key per layer.
+
+    Args:
+      key: a ``jax.random.PRNGKey``.
+      init: a name (``"he"``, ``"glorot"``, ``"lecun"``, ``"orthogonal"``...) or an
+        ``Initializer`` such as ``gaussian(sigma_w2=1.76, sigma_b2=0.05)``.
+      dtype: float dtype; default float64 when x64 is enabled, else float32.
+    """
+    initializer = _init.get(init)
+    dtype = jax.dtypes.canonicalize_dtype(dtype or jnp.float64)
+    params = []
+    for g, (n, fan_in, fan_out) in enumerate(self.groups):
+      key, layer_key = jax.random.split(key)
+      w_key, b_key = jax.random.split(layer_key)
+      lead = (n,) if self.is_stacked(g) else ()
+      W = initializer.weight(w_key, lead + (fan_in, fan_out), dtype)
+      b = initializer.bias(b_key, lead + (fan_out,), dtype) if self.bias else None
+      params.append(Dense(W, b))
+    return tuple(params)
+
+  def check_params(self, params) -> None:
+    """Raises a ValueError naming the first leaf whose shape does not fit this net."""
+    if not isinstance(params, (tuple, list)) or len(params) != len(self.groups):
+      got = len(params) if isinstance(params, (tuple, list)) else type(params).__name__
+      raise ValueError(
+          f"params do not fit {self}: expected a tuple of {len(self.groups)} Dense "
+          f"layers, got {got}. Create them with net.init(key).")
+    for g, (p, (n, fi, fo)) in enumerate(zip(params, self.groups)):
+      lead = (n,) if self.is_stacked(g) else ()
+      W, b = p
+      if jnp.shape(W) != lead + (fi, fo):
+        raise ValueError(
+            f"params[{g}].W has shape {jnp.shape(W)}, expected {lead + (fi, fo)} for net "
+            f"sizes={self.sizes}, stack={self.stack}. Were the params made for another net?")
+      if self.bias and (b is None or jnp.shape(b) != lead + (fo,)):
+        raise ValueError(
+            f"params[{g}].b has shape {None if b is None else jnp.shape(b)}, expected "
+            f"{lead + (fo,)} for net sizes={self.sizes}.")
+      if not self.bias and b is not None:
+        raise ValueError(f"params[{g}].b should be None: the net was built with bias=False.")
+
+  def check_input(self, x) -> jax.Array:
+    """Validates ``x`` of shape ``(batch, sizes[0])`` and returns it as an array."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      raise TypeError(f"x must be floating point, got dtype {x.dtype}; convert it with "
+                      "x.astype(jnp.float32) (or float64).")
+    if x.ndim != 2 or x.shape[1] != self.sizes[0]:
+      raise ValueError(
+          f"x has shape {x.shape}, expected (batch, {self.sizes[0]}) for net sizes="
+          f"{self.sizes}. A single example needs a batch axis: x[None].")
+    return x
+
+  # -- forward -----------------------------------------------------------------
+
+  def _affine(self, h, p: Dense):
+    z = h @ p.W
+    return z if p.b is None else z + p.b[None, :]
+
+  def _layer(self, phi):
+    def layer(h, p):
+      z = self._affine(h, p)
+      return phi.fn(z), z
+    return jax.checkpoint(layer) if self.remat else layer
+
+  def trace(self, params, x) -> Trace:
+    """Forward pass that keeps every z_k and h_k (what backprop caches).
+
+    Returns a :class:`Trace` aligned with ``params``; stacked groups come with a
+    leading layer axis.
+    """
+    self.check_params(params)
+    h = self.check_input(x)
+    zs, hs = [], []
+    last = len(params) - 1
+    for g, p in enumerate(params):
+      phi = self.phi_out if g == last else self.phi
+      if self.is_stacked(g):
+        def step(h, p, layer=self._layer(phi)):
+          h, z = layer(h, p)
+          return h, (z, h)
+        h, (z, hstack) = jax.lax.scan(step, h, p)
+        zs.append(z)
+        hs.append(hstack)
+      else:
+        h, z = self._layer(phi)(h, p)
+        zs.append(z)
+        hs.append(h)
+    return Trace(tuple(zs), tuple(hs))
+
+  def apply(self, params, x) -> jax.Array:
+    """The network output ``h_K`` for ``x`` of shape ``(batch, sizes[0])``."""
+    self.check_params(params)
+    h = self.check_input(x)
+    last = len(params) - 1
+    for g, p in enumerate(params):
+      layer = self._layer(self.phi_out if g == last else self.phi)
+      if self.is_stacked(g):
+        h, _ = jax.lax.scan(lambda h, p: (layer(h, p)[0], None), h, p)
+      else:
+        h, _ = layer(h, p)
+    return h
+
+  def __str__(self):
+    phi = self.phi.name
+    return f"MLP(sizes={self.sizes}, activation={phi!r})"
+
+
+def unstack(params, net: MLP):
+  """Params as one ``Dense`` per layer (stacked groups split), for inspection."""
+  out = []
+  for g, p in enumerate(params):
+    if net.is_stacked(g):
+      out.extend(Dense(p.W[i], None if p.b is None else p.b[i]) for i in range(p.W.shape[0]))
+    else:
+      out.append(p)
+  return tuple(out)
+
+
+def objective(net: MLP, loss: _losses.LossLike, reduction: str = "mean"):
+  """The pure scalar objective ``(params, x, y) -> loss(net.apply(params, x), y)``.
+
+  >>> net = MLP((3, 3, 2, 3), "relu")
+  >>> loss_fn = objective(net, "softmax_cross_entropy")
+  >>> g = jax.grad(loss_fn)(net.init(jax.random.PRNGKey(0)), jnp.ones((2, 3)), jnp.array([0, 2]))
+  """
+  loss = _losses.get(loss)
+  if reduction not in ("mean", "sum"):
+    raise ValueError(f"objective: reduction must be 'mean' or 'sum' (a scalar), got "
+                     f"{reduction!r}; call the loss's fn with reduction='none' for per-example terms.")
+
+  def loss_fn(params, x, y):
+    return loss.fn(net.apply(params, x), y, reduction)
+
+  return loss_fn
