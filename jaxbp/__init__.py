@@ -6,8 +6,10 @@ Pure-function MLPs and losses, hand-derived delta recursions checked against
 from jaxbp import activations
 from jaxbp import backprop
 from jaxbp import gradcheck
+from jaxbp import graph
 from jaxbp import initializers
 from jaxbp import losses
+from jaxbp import meanfield
 from jaxbp.nets import MLP
 from jaxbp.nets import Dense
 from jaxbp.nets import Trace
@@ -23,8 +25,10 @@ __all__ = (
     "activations",
     "backprop",
     "gradcheck",
+    "graph",
     "initializers",
     "losses",
+    "meanfield",
     "objective",
     "unstack",
 )

@@ -65,7 +65,9 @@ def _tanh_grad(z):
 
 
 def _relu_fn(z):
-  return jnp.maximum(z, 0.0)
+  # jax.nn.relu, not jnp.maximum: its autodiff derivative at the kink is 0 like
+  # the hand-derived one below (maximum's splits the tie and gives 1/2).
+  return jax.nn.relu(z)
 
 
 def _relu_grad(z):

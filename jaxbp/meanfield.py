@@ -1,0 +1,330 @@
+"""Mean-field theory of signal propagation: q*, chi_1, critical sigma_w^2, depth scales.
+
+A wide network with i.i.d. Gaussian parameters, in the project's parametrisation
+
+  W_l[i, j] ~ N(0, sigma_w2 / fan_in),   b_l[j] ~ N(0, sigma_b2),
+  z_l = h_{l-1} W_l + b_l,               h_l = phi(z_l),
+
+has Gaussian pre-activations whose variance q_l follows the variance map
+(Poole et al. 2016)
+
+  q_l = sigma_w2 E_z[phi(sqrt(q_{l-1}) z)^2] + sigma_b2,        z ~ N(0, 1),
+
+to a fixed point q*. Two inputs with correlation c there follow the correlation map
+
+  c_l = (sigma_w2 E[phi(u_1) phi(u_2)] + sigma_b2) / q*,
+  u_1 = sqrt(q*) z_1,   u_2 = sqrt(q*) (c z_1 + sqrt(1 - c^2) z_2),
+
+whose slope at c = 1 is chi_1 = sigma_w2 E_z[phi'(sqrt(q*) z)^2]. The same number
+governs backprop: delta_{l-1} = (delta_l W_l^T) * phi'(z_{l-1}) gives
+E||delta_{l-1}||^2 = chi_1 E||delta_l||^2 (Schoenholz et al. 2017), so gradients
+vanish for chi_1 < 1 (ordered phase), explode for chi_1 > 1 (chaotic phase), and
+keep their size on the critical line chi_1 = 1. He et al. (2015) init,
+sigma_w2 = 2, is that line for ReLU; Glorot & Bengio (2010) init, sigma_w2 = 1
+for square layers, is it for tanh with sigma_b2 = 0.
+
+Expectations are fixed-order Gauss-Hermite sums, so everything is jnp: it jits and
+vmaps over sigma_w2 and sigma_b2. The default number of nodes is even, so no node
+sits on z = 0 where relu' jumps, and E[relu'(z)^2] = 1/2 holds exactly.
+
+References:
+  Poole et al., "Exponential expressivity in deep neural networks through
+    transient chaos", NeurIPS 2016.
+  Schoenholz et al., "Deep information propagation", ICLR 2017.
+  Pennington, Schoenholz & Ganguli, "Resurrecting the sigmoid in deep learning
+    through dynamical isometry: theory and practice", NeurIPS 2017.
+  He et al., "Delving deep into rectifiers", ICCV 2015.
+  Glorot & Bengio, "Understanding the difficulty of training deep feedforward
+    neural networks", AISTATS 2010.
+
+>>> import jaxbp.meanfield as mf
+>>> round(float(mf.chi1("relu", 2.0, 0.1)), 6)  # He init is critical for ReLU
+1.0
+>>> round(float(mf.critical_sigma_w2("tanh", 0.05)), 3)
+1.761
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxbp import activations as _activations
+
+NUM_POINTS = 100  # even: no node on relu's kink
+_ITERS = 100      # safeguarded Newton steps for a fixed point
+
+
+class DepthScales(NamedTuple):
+  """Depth scales of Schoenholz et al. (2017), in layers.
+
+  Attributes:
+    xi_q: |q_l - q*| ~ exp(-l / xi_q); xi_q = -1 / ln(sigma_w2 E[phi'^2 + phi phi'']).
+    xi_c: |c_l - c*| ~ exp(-l / xi_c); xi_c = -1 / ln(chi_c(c*)), which is
+      -1 / ln(chi_1) in the ordered phase (c* = 1).
+    xi_grad: E||delta_l||^2 ~ exp(-(L - l) / xi_grad); xi_grad = -1 / ln(chi_1).
+      Signed: negative when gradients explode (chi_1 > 1).
+  All are inf at criticality, and nan where q* is not finite.
+  """
+  xi_q: jax.Array
+  xi_c: jax.Array
+  xi_grad: jax.Array
+
+
+@functools.lru_cache(maxsize=None)
+def _hermgauss(num_points, dtype):
+  """Nodes x, weights w with sum_i w_i f(x_i) ~= E_{z ~ N(0,1)} f(z), in numpy."""
+  x, w = np.polynomial.hermite.hermgauss(int(num_points))
+  # hermgauss integrates against exp(-t^2); z = sqrt(2) t makes it a N(0, 1) mean.
+  x, w = (x * np.sqrt(2.0)).astype(dtype), (w / np.sqrt(np.pi)).astype(dtype)
+  # Drop weights that underflow (float32; XLA flushes subnormals to zero), lest
+  # 0 * f(x) = 0 * inf give nan when q is infinite.
+  keep = w >= np.finfo(dtype).tiny
+  return x[keep], w[keep]
+
+
+def gaussian_expectation(f, q, num_points=NUM_POINTS):
+  """E_{z ~ N(0,1)}[f(sqrt(q) z)], elementwise in q, by Gauss-Hermite quadrature.
+
+  ``f`` must be elementwise. Exact for polynomials of degree < 2 num_points.
+
+  >>> round(float(gaussian_expectation(lambda u: u ** 2, 3.0)), 6)
+  3.0
+  """
+  q = jnp.asarray(q)
+  x, w = _hermgauss(num_points, jnp.result_type(q, float))
+  shape = (1,) * q.ndim + (-1,)
+  u = jnp.sqrt(q)[..., None] * x.reshape(shape)
+  return jnp.sum(w.reshape(shape) * f(u), axis=-1)
+
+
+def _bivariate_expectation(f, g, q, c, num_points):
+  """E[f(u_1) g(u_2)], (u_1, u_2) centred Gaussian, variances q, correlation c."""
+  q, c = jnp.broadcast_arrays(q, c)
+  x, w = _hermgauss(num_points, jnp.result_type(q, c, float))
+  shape = (1,) * q.ndim
+  z1, z2 = x.reshape(shape + (-1, 1)), x.reshape(shape + (1, -1))
+  ww = np.outer(w, w).reshape(shape + (len(w), len(w)))
+  s, c = jnp.sqrt(q)[..., None, None], c[..., None, None]
+  u2 = s * (c * z1 + jnp.sqrt(jnp.maximum(1.0 - c * c, 0.0)) * z2)
+  return jnp.sum(ww * f(s * z1) * g(u2), axis=(-2, -1))
+
+
+def _elementwise(activation):
+  act = _activations.get(activation)
+  if not act.elementwise:
+    raise ValueError(
+        f"meanfield needs an elementwise activation, got {act.name!r}, whose units are "
+        "coupled; use softmax only as the output of the loss.")
+  return act
+
+
+def _floats(**values):
+  """Checks values >= 0 and returns them as arrays of one float dtype."""
+  for name, value in values.items():
+    try:
+      v = np.asarray(value, dtype=float)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+      continue  # traced under jit or vmap: only concrete numbers can be checked
+    if not np.all(v >= 0):
+      raise ValueError(f"{name} must be >= 0 (a variance), got {value!r}.")
+  # One dtype, never weak: the jitted internals then compile once per shape.
+  dtype = jnp.result_type(*values.values(), float)
+  return [jnp.asarray(v, dtype) for v in values.values()]
+
+
+def _phi2(act, u):
+  # phi'' by forward-mode autodiff of the hand-derived phi' (elementwise jvp).
+  return jax.jvp(act.grad, (u,), (jnp.ones_like(u),))[1]
+
+
+def _jit(fn):
+  # The activation, node count and iteration count are static: one compile each.
+  args = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+  return jax.jit(fn, static_argnames=[a for a in ("act", "iters", "n") if a in args])
+
+
+@_jit
+def _variance(act, q, s, b, n):
+  return s * gaussian_expectation(lambda u: act.fn(u) ** 2, q, n) + b
+
+
+def _positive(q):
+  # At q = 0 the Gaussian collapses onto z = 0, where relu' jumps; take q -> 0+,
+  # the limit a network with q_l -> 0 sees (relu keeps chi_1 = sigma_w2 / 2).
+  return jnp.maximum(q, jnp.finfo(jnp.result_type(q, float)).tiny)
+
+
+def _variance_slope(act, q, s, n):
+  # d q_l / d q_{l-1} = sigma_w2 E[phi'^2 + phi phi''] (Gaussian integration by parts).
+  return s * gaussian_expectation(
+      lambda u: act.grad(u) ** 2 + act.fn(u) * _phi2(act, u), _positive(q), n)
+
+
+@_jit
+def _chi1(act, q, s, n):
+  return s * gaussian_expectation(lambda u: act.grad(u) ** 2, _positive(q), n)
+
+
+def _solve(step, slope, x0, iters, lo, hi):
+  """Fixed point of x -> step(x): a Newton step on step(x) - x where safe, else step(x)."""
+  def body(_, x):
+    fx, d = step(x), slope(x)
+    newton = x + (fx - x) / (1.0 - d)
+    # Newton only where the map contracts, so that it heads for a stable fixed
+    # point and never for an unstable one (e.g. q = 0 for relu, sigma_w2 > 2).
+    ok = (d < 1) & (newton >= lo) & (newton <= hi)
+    return jnp.where(ok, newton, fx).astype(x.dtype)
+  return lax.fori_loop(0, iters, body, x0)
+
+
+@_jit
+def _fixed_point(act, s, b, q0, iters, n):
+  v_map = functools.partial(_variance, act, s=s, b=b, n=n)
+  slope = functools.partial(_variance_slope, act, s=s, n=n)
+  first = v_map(q0)
+  x0 = jnp.broadcast_to(jnp.asarray(q0, first.dtype), first.shape)
+  q = _solve(v_map, slope, x0, iters, 0.0, jnp.inf)
+  fq = v_map(q)
+  converged = jnp.abs(fq - q) <= jnp.sqrt(jnp.finfo(fq.dtype).eps) * jnp.maximum(q, fq)
+  diverged = (fq > q) | jnp.isinf(q)
+  return jnp.where(converged, q, jnp.where(diverged, jnp.inf, jnp.nan))
+
+
+def _with_fixed_point(act, sigma_w2, sigma_b2, q, num_points):
+  if q is not None:
+    return _floats(sigma_w2=sigma_w2, sigma_b2=sigma_b2, q=q)
+  sigma_w2, sigma_b2 = _floats(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+  q0 = jnp.ones((), sigma_w2.dtype)
+  return sigma_w2, sigma_b2, _fixed_point(act, sigma_w2, sigma_b2, q0, _ITERS, num_points)
+
+
+def variance_map(q, activation, sigma_w2, sigma_b2, num_points=NUM_POINTS):
+  """One layer of the variance map: q -> sigma_w2 E[phi(sqrt(q) z)^2] + sigma_b2."""
+  act = _elementwise(activation)
+  q, sigma_w2, sigma_b2 = _floats(q=q, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+  return _variance(act, q, sigma_w2, sigma_b2, num_points)
+
+
+def fixed_point(activation, sigma_w2, sigma_b2, q0=1.0, iters=_ITERS,
+                num_points=NUM_POINTS):
+  """q*, the variance the map reaches from q0: q* = sigma_w2 E[phi(sqrt(q*) z)^2] + sigma_b2.
+
+  Solved by Newton steps on V(q) - q where the map contracts (V'(q) < 1), plain
+  steps q <- V(q) elsewhere, inside ``lax.fori_loop``. Returns:
+    q*   when |V(q) - q| <= sqrt(eps) q after ``iters`` steps;
+    inf  when q is still growing: no finite fixed point, e.g. relu with
+         sigma_w2 >= 2 and sigma_b2 > 0 (V(q) = sigma_w2 q / 2 + sigma_b2);
+    nan  otherwise (not converged).
+  For relu with sigma_w2 = 2, sigma_b2 = 0 every q is fixed and q0 is returned.
+  chi_1 of relu / leaky_relu does not depend on q, so it is right even at inf.
+
+  >>> round(float(fixed_point("relu", 1.0, 0.5)), 6)  # 0.5 / (1 - 1/2)
+  1.0
+  """
+  act = _elementwise(activation)
+  sigma_w2, sigma_b2, q0 = _floats(sigma_w2=sigma_w2, sigma_b2=sigma_b2, q0=q0)
+  return _fixed_point(act, sigma_w2, sigma_b2, q0, iters, num_points)
+
+
+def chi1(activation, sigma_w2, sigma_b2, q=None, num_points=NUM_POINTS):
+  """chi_1 = sigma_w2 E_z[phi'(sqrt(q) z)^2], at q = q* unless q is given.
+
+  Uses the activation's hand-derived ``grad``. Slope of the correlation map at
+  c = 1 and the per-layer factor of E||delta||^2 in backprop.
+
+  >>> round(float(chi1("leaky_relu", 1.0, 0.0)), 6)  # sigma_w2 (1 + p^2) / 2, p = 0.01
+  0.50005
+  """
+  act = _elementwise(activation)
+  sigma_w2, sigma_b2, q = _with_fixed_point(act, sigma_w2, sigma_b2, q, num_points)
+  return _chi1(act, q, sigma_w2, num_points)
+
+
+def gradient_log_slope(activation, sigma_w2, sigma_b2, num_points=NUM_POINTS):
+  """ln chi_1: predicted ln||delta_{l-1}||^2 - ln||delta_l||^2 per layer of backprop."""
+  return jnp.log(chi1(activation, sigma_w2, sigma_b2, num_points=num_points))
+
+
+def correlation_map(c, activation, sigma_w2, sigma_b2, q=None, num_points=NUM_POINTS):
+  """c -> (sigma_w2 E[phi(u_1) phi(u_2)] + sigma_b2) / q', q' = V(q), q = q* by default."""
+  act = _elementwise(activation)
+  sigma_w2, sigma_b2, q = _with_fixed_point(act, sigma_w2, sigma_b2, q, num_points)
+  return _correlation(act, c, q, sigma_w2, sigma_b2, num_points)
+
+
+@_jit
+def _correlation(act, c, q, s, b, n):
+  e = _bivariate_expectation(act.fn, act.fn, q, c, n)
+  return (s * e + b) / _variance(act, q, s, b, n)
+
+
+def _depth(rate):
+  # -1 / ln(rate); within quadrature round-off of 1 (sum(w) = 1 to ~1e-16) is critical.
+  critical = jnp.abs(jnp.log(rate)) <= 8 * jnp.finfo(jnp.result_type(rate)).eps
+  return jnp.where(critical, jnp.inf, -1.0 / jnp.log(rate))
+
+
+@_jit
+def _depth_scales(act, s, b, n):
+  q = _fixed_point(act, s, b, 1.0, _ITERS, n)
+  chi = _chi1(act, q, s, n)
+  # Chaotic phase: c = 1 is unstable; solve for c* < 1 from c = 0, where
+  # dc'/dc = sigma_w2 E[phi'(u_1) phi'(u_2)] = chi_c(c) (Poole et al. 2016).
+  cmap = lambda c: _correlation(act, c, q, s, b, n)
+  chi_c = lambda c: s * _bivariate_expectation(act.grad, act.grad, q, c, n)
+  c_star = _solve(cmap, chi_c, jnp.zeros_like(chi), _ITERS, -1.0, 1.0)
+  rate_c = jnp.where((chi <= 1) | jnp.isinf(_depth(chi)), chi, chi_c(c_star))
+  return DepthScales(_depth(_variance_slope(act, q, s, n)), _depth(rate_c), _depth(chi))
+
+
+def depth_scales(activation, sigma_w2, sigma_b2, num_points=NUM_POINTS):
+  """(xi_q, xi_c, xi_grad) of Schoenholz et al. (2017); see :class:`DepthScales`.
+
+  phi'' in xi_q is jax's derivative of the hand-derived phi' (0 for relu).
+
+  >>> scales = depth_scales("tanh", 1.5, 0.05)
+  >>> bool(scales.xi_c > 0), bool(scales.xi_grad > 0)
+  (True, True)
+  """
+  act = _elementwise(activation)
+  sigma_w2, sigma_b2 = _floats(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+  return _depth_scales(act, sigma_w2, sigma_b2, num_points)
+
+
+@_jit
+def _critical(act, b, lo, hi, iters, n):
+  def excess(s):
+    return _chi1(act, _fixed_point(act, s, b, 1.0, _ITERS, n), s, n) - 1.0
+
+  def body(_, bracket):
+    a, z = bracket
+    mid = 0.5 * (a + z)
+    up = excess(mid) > 0
+    return jnp.where(up, a, mid), jnp.where(up, mid, z)
+
+  ok = (excess(lo) <= 0) & (excess(hi) > 0)
+  a, z = lax.fori_loop(0, iters, body, (lo, hi))
+  return jnp.where(ok, 0.5 * (a + z), jnp.nan)
+
+
+def critical_sigma_w2(activation, sigma_b2, lo=0.0, hi=20.0, iters=60,
+                      num_points=NUM_POINTS):
+  """The sigma_w2 in [lo, hi] where chi_1(sigma_w2, sigma_b2) = 1, by bisection.
+
+  Jit-safe (``lax.fori_loop``); nan if chi_1 - 1 does not change sign on the
+  bracket. Examples: relu -> 2 for any sigma_b2 (He et al. 2015); leaky_relu
+  with slope p -> 2 / (1 + p^2); tanh -> 1 at sigma_b2 = 0 (q* = 0), about
+  1.761 at sigma_b2 = 0.05 (Schoenholz et al. 2017; Pennington et al. 2017).
+
+  >>> round(float(critical_sigma_w2("relu", 0.3)), 6)
+  2.0
+  """
+  act = _elementwise(activation)
+  sigma_b2, lo, hi = _floats(sigma_b2=sigma_b2, lo=lo, hi=hi)
+  lo, hi = (jnp.broadcast_to(x, sigma_b2.shape) for x in (lo, hi))
+  return _critical(act, sigma_b2, lo, hi, iters, num_points)

@@ -1,0 +1,272 @@
+"""The hand-derived delta recursion against jax.grad and finite differences, in float64."""
+import itertools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxbp
+from jaxbp import backprop, gradcheck
+
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu")
+# (loss, output activation): every loss with the output it is meant for, plus
+# the fused pairs (sigmoid + BCE, softmax + CE) and a softmax output that must
+# go through the full Jacobian (softmax + MSE).
+LOSS_CASES = (
+    ("mse", "identity"),
+    ("binary_cross_entropy", "sigmoid"),
+    ("binary_cross_entropy_with_logits", "identity"),
+    ("softmax_cross_entropy", "identity"),
+    ("cross_entropy", "softmax"),
+    ("mse", "softmax"),
+)
+DEPTHS = (1, 2, 5, 30)   # number of affine layers
+IN, WIDTH, OUT = 3, 4, 3
+RTOL_AUTODIFF = 1e-10
+RTOL_FD = 1e-6
+
+
+def _net(activation, out_act, depth, bias, stack):
+  sizes = (IN,) + (WIDTH,) * (depth - 1) + (OUT,)
+  return jaxbp.MLP(sizes, activation, output_activation=out_act, bias=bias, stack=stack)
+
+
+def _data(loss, batch, key):
+  kx, ky = jax.random.split(key)
+  x = jax.random.normal(kx, (batch, IN), jnp.float64)
+  if loss in ("softmax_cross_entropy", "cross_entropy"):
+    y = jax.random.randint(ky, (batch,), 0, OUT)
+  elif loss.startswith("binary"):
+    y = jax.random.uniform(ky, (batch, OUT), jnp.float64)  # soft targets in (0, 1)
+  else:
+    y = jax.random.normal(ky, (batch, OUT), jnp.float64)
+  return x, y
+
+
+def _init_for(activation):
+  # Keep deep nets in a regime where gradients neither vanish to 0 nor blow up,
+  # so that relative errors measure the recursion, not underflow.
+  return {"relu": "he", "leaky_relu": "he", "identity": "lecun"}.get(activation, "glorot")
+
+
+def _params(net, activation, seed):
+  # Non-zero biases, so that a dead ReLU unit sits at z = b != 0, not on the kink.
+  params = net.init(jax.random.PRNGKey(seed), init=_init_for(activation))
+  if not net.bias:
+    return params
+  keys = jax.random.split(jax.random.PRNGKey(1000 + seed), len(params))
+  return tuple(jaxbp.Dense(p.W, 0.1 * jax.random.normal(k, p.b.shape, p.b.dtype))
+               for p, k in zip(params, keys))
+
+
+def _away_from_kink(net, params, x):
+  z = jax.tree_util.tree_leaves(net.trace(params, x).z)
+  return min(float(jnp.min(jnp.abs(a))) for a in z)
+
+
+# The full product activation x loss x depth x bias x stack (360 cases) takes
+# ~3 core-minutes, mostly XLA compiles. By default every (activation, loss,
+# depth) triple runs once, with (bias, stack) cycling through all four
+# combinations along the grid, so each activation and each loss meets every
+# combination. JAXBP_FULL_GRID=1 runs the full product.
+_FULL = os.environ.get("JAXBP_FULL_GRID") == "1"
+_BIAS_STACK = ((True, True), (False, False), (True, False), (False, True))
+
+
+def _cases():
+  for i, (a, lc, d) in enumerate(itertools.product(ACTIVATIONS, LOSS_CASES, DEPTHS)):
+    combos = _BIAS_STACK if _FULL else _BIAS_STACK[i % 4: i % 4 + 1]
+    for bias, stack in combos:
+      stack = stack and d >= 3   # a stack needs at least one width -> width layer
+      yield pytest.param(a, lc, d, bias, stack, id=(
+          f"{a}-{lc[0]}+{lc[1]}-depth{d}-{'bias' if bias else 'nobias'}-"
+          f"{'stacked' if stack else 'unrolled'}"))
+
+
+CASES = list(dict.fromkeys(_cases(), None))
+
+
+@pytest.mark.parametrize("activation,loss_case,depth,bias,stack", CASES)
+def test_hand_recursion_matches_autodiff(activation, loss_case, depth, bias, stack):
+  loss, out_act = loss_case
+  net = _net(activation, out_act, depth, bias, stack)
+  params = _params(net, activation, depth)
+  # Eager: op-by-op dispatch is faster here than compiling 30 unrolled layers
+  # twice per case (jit is covered by test_jit_and_vmap below).
+  hand = backprop.value_and_grad
+  auto = jax.value_and_grad(jaxbp.objective(net, loss))
+  for batch in (1, 16):
+    x, y = _data(loss, batch, jax.random.PRNGKey(100 + batch))
+    v_hand, g_hand = hand(net, loss, params, x, y)
+    v_auto, g_auto = auto(params, x, y)
+    gradcheck.check_same_structure(g_hand, g_auto)
+    np.testing.assert_allclose(v_hand, v_auto, rtol=1e-13)
+    err = gradcheck.max_relative_error(g_hand, g_auto)
+    assert err <= RTOL_AUTODIFF, f"batch {batch}: hand vs jax.grad rel err {err:.2e}\n" + gradcheck.report(g_hand, g_auto)
+
+
+# Finite differences: every activation x loss at depth 5, and every depth with
+# softmax cross-entropy (the full product with JAXBP_FULL_GRID=1).
+FD_CASES = [
+    pytest.param(a, lc, d, id=f"{a}-{lc[0]}+{lc[1]}-depth{d}")
+    for a, lc, d in itertools.product(ACTIVATIONS, LOSS_CASES, DEPTHS)
+    if _FULL or d == 5 or lc == ("softmax_cross_entropy", "identity")
+]
+
+
+@pytest.mark.parametrize("activation,loss_case,depth", FD_CASES)
+def test_hand_recursion_matches_finite_differences(activation, loss_case, depth):
+  loss, out_act = loss_case
+  net = _net(activation, out_act, depth, bias=True, stack=depth >= 3)
+  params = _params(net, activation, depth)
+  # A central difference with eps = 1e-6 must not step across a ReLU kink: take
+  # the first data key whose pre-activations all keep |z| > 1e-4.
+  for seed in range(50):
+    x, y = _data(loss, 16, jax.random.PRNGKey(seed))
+    if activation not in ("relu", "leaky_relu") or _away_from_kink(net, params, x) > 1e-4:
+      break
+  else:
+    pytest.fail("no test point away from the ReLU kink")
+  value, g_hand = jax.jit(backprop.value_and_grad, static_argnums=(0, 1))(net, loss, params, x, y)
+  g_fd = gradcheck.numerical_grad(jaxbp.objective(net, loss), params, x, y)
+  # Per leaf: |hand - fd| <= RTOL_FD * max|g| + the difference quotient's
+  # round-off, ~ ulp(F) / eps. Deep sigmoid nets have first-layer gradients
+  # near 1e-5, where that round-off (~1e-10) and not the recursion decides.
+  roundoff = 10 * np.finfo(np.float64).eps * max(abs(float(value)), 1.0) / 1e-6
+  for e in gradcheck.relative_errors(g_hand, g_fd):
+    scale = e.max_abs_error / max(e.relative_error, 1e-300)
+    assert e.max_abs_error <= RTOL_FD * scale + roundoff, gradcheck.report(g_hand, g_fd)
+
+
+def test_deltas_are_dloss_dz():
+  # Independent definition of delta_k: add a zero probe to z_k and differentiate
+  # with respect to the probe.
+  net = jaxbp.MLP((3, 5, 5, 5, 3), "tanh", stack=True)
+  params = net.init(jax.random.PRNGKey(0), "glorot")
+  x, y = _data("mse", 8, jax.random.PRNGKey(1))
+
+  def loss_with_probes(probes):
+    h = x
+    layers = jaxbp.unstack(params, net)
+    for k, (p, e) in enumerate(zip(layers, probes)):
+      z = h @ p.W + p.b[None, :] + e
+      h = net.phi_out.fn(z) if k == len(layers) - 1 else net.phi.fn(z)
+    return jaxbp.losses.mse.fn(h, y)
+
+  probes = [jnp.zeros((8, n)) for n in net.sizes[1:]]
+  expected = jax.grad(loss_with_probes)(probes)
+  got = backprop.deltas(net, "mse", params, x, y)
+  flat = [got[0]] + list(got[1]) + [got[2]]
+  for k, (a, b) in enumerate(zip(flat, expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15, err_msg=f"layer {k + 1}")
+
+
+def test_sum_reduction_and_remat():
+  net = jaxbp.MLP((3, 6, 6, 6, 6, 3), "tanh", stack=True, remat=True)
+  params = net.init(jax.random.PRNGKey(0), "glorot")
+  x, y = _data("mse", 5, jax.random.PRNGKey(2))
+  _, g_hand = backprop.value_and_grad(net, "mse", params, x, y, reduction="sum")
+  g_auto = jax.grad(jaxbp.objective(net, "mse", reduction="sum"))(params, x, y)
+  assert gradcheck.max_relative_error(g_hand, g_auto) <= RTOL_AUTODIFF
+
+
+def test_vmap_over_seeds_and_per_example():
+  net = jaxbp.MLP((3, 4, 4, 4, 3), "tanh", stack=True)
+  x, y = _data("mse", 6, jax.random.PRNGKey(3))
+  keys = jax.random.split(jax.random.PRNGKey(0), 5)
+  params = jax.vmap(lambda k: net.init(k, "glorot"))(keys)
+  hand = jax.vmap(lambda p: backprop.grad(net, "mse", p, x, y))(params)
+  auto = jax.vmap(lambda p: jax.grad(jaxbp.objective(net, "mse"))(p, x, y))(params)
+  assert gradcheck.max_relative_error(hand, auto) <= RTOL_AUTODIFF
+  # Per-example gradients: vmap over the batch, one example at a time.
+  p0 = jax.tree_util.tree_map(lambda a: a[0], params)
+  per_ex = jax.vmap(lambda xi, yi: backprop.grad(net, "mse", p0, xi[None], yi[None], "sum"))(x, y)
+  total = backprop.grad(net, "mse", p0, x, y, "sum")
+  summed = jax.tree_util.tree_map(lambda a: a.sum(0), per_ex)
+  assert gradcheck.max_relative_error(summed, total) <= 1e-12
+
+
+# -- the seeds' other forms ----------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", ("sigmoid", "tanh", "relu"))
+def test_seed002_bias_augmented_form(activation):
+  net = jaxbp.MLP((3, 5, 4, 3), activation, output_activation="sigmoid")
+  params = net.init(jax.random.PRNGKey(0), "glorot_uniform")
+  params = tuple(jaxbp.Dense(p.W, 0.1 * jnp.arange(p.W.shape[1], dtype=jnp.float64)) for p in params)
+  x, y = _data("mse", 7, jax.random.PRNGKey(4))
+  aug = [jnp.concatenate([p.W, p.b[None, :]], axis=0) for p in params]
+  v_aug, g_aug = backprop.augmented_grads(aug, x, y, activation, "mse", "sigmoid")
+  v, g = backprop.value_and_grad(net, "mse", params, x, y)
+  np.testing.assert_allclose(v_aug, v, rtol=1e-14)
+  for ga, gp in zip(g_aug, g):
+    np.testing.assert_allclose(ga, jnp.concatenate([gp.W, gp.b[None, :]], axis=0), rtol=1e-12, atol=1e-15)
+
+
+def test_seed003_scalar_chain_product_form():
+  w = jnp.array([1.5, -2.0, 0.7, 3.0, -1.1])
+  b = jnp.array([0.1, -0.2, 0.3, 0.0, 0.5])
+  x0 = jnp.array(0.4)
+
+  def chain(w, b, x):
+    h = x
+    for k in range(w.shape[0]):
+      h = jax.nn.sigmoid(w[k] * h + b[k])
+    return h
+
+  h, dx, dw, db = backprop.scalar_chain(w, b, x0, "sigmoid")
+  np.testing.assert_allclose(h, chain(w, b, x0), rtol=1e-14)
+  np.testing.assert_allclose(dx, jax.grad(chain, 2)(w, b, x0), rtol=1e-12)
+  np.testing.assert_allclose(dw, jax.grad(chain, 0)(w, b, x0), rtol=1e-12)
+  np.testing.assert_allclose(db, jax.grad(chain, 1)(w, b, x0), rtol=1e-12)
+  # sigmoid' <= 1/4, so |dh_K/dh_0| <= prod |w_t| / 4^K (seed 003 §4.4).
+  assert abs(float(dx)) <= float(jnp.prod(jnp.abs(w))) / 4 ** 5
+
+
+# -- the seeds' closed forms ----------------------------------------------------
+
+
+def test_seed000_perceptron_closed_form():
+  # Seed 000 §7.4-7.5: one sigmoid layer, L = 1/2 sum_k (o_k - t_k)^2
+  # (= mse "sum" / 2) gives dL/dw_jk = (o_k - t_k) o_k (1 - o_k) x_j.
+  x = jnp.array([[0.5, -1.2, 2.0]])
+  t = jnp.array([[1.0, 0.0]])
+  net = jaxbp.MLP((3, 2), output_activation="sigmoid", bias=False)
+  params = net.init(jax.random.PRNGKey(0), "glorot")
+  g = backprop.grad(net, "mse", params, x, t, reduction="sum")[0].W / 2
+  o = jax.nn.sigmoid(x @ params[0].W)
+  closed = x[0][:, None] * ((o - t) * o * (1 - o))[0][None, :]
+  np.testing.assert_allclose(g, closed, rtol=1e-13)
+
+
+def test_seed004_network_h1_gradient_matches_autodiff_and_torch():
+  x = jnp.array([[1.0, 2.0, 1.5], [3.0, 4.0, 2.3], [5.0, 6.0, 1.2]])
+  z = jnp.array([0, 2, 1])
+  net = jaxbp.MLP((3, 3, 2, 3), "relu")
+  # PyTorch's nn.Linear default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+  params = []
+  for k, (fi, fo) in enumerate(zip(net.sizes[:-1], net.sizes[1:])):
+    kw, kb = jax.random.split(jax.random.PRNGKey(10 + k))
+    lim = 1 / np.sqrt(fi)
+    params.append(jaxbp.Dense(jax.random.uniform(kw, (fi, fo), jnp.float64, -lim, lim),
+                              jax.random.uniform(kb, (fo,), jnp.float64, -lim, lim)))
+  params = tuple(params)
+  g_hand = backprop.grad(net, "softmax_cross_entropy", params, x, z)
+  g_auto = jax.grad(jaxbp.objective(net, "softmax_cross_entropy"))(params, x, z)
+  assert gradcheck.max_relative_error(g_hand, g_auto) <= RTOL_AUTODIFF
+  torch = pytest.importorskip("torch")
+  layers = [torch.nn.Linear(p.W.shape[0], p.W.shape[1]).double() for p in params]
+  with torch.no_grad():
+    for lin, p in zip(layers, params):
+      lin.weight.copy_(torch.tensor(np.asarray(p.W).T))   # torch stores (out, in)
+      lin.bias.copy_(torch.tensor(np.asarray(p.b)))
+  h = torch.tensor(np.asarray(x))
+  h = torch.relu(layers[0](h))
+  h = torch.relu(layers[1](h))
+  loss = torch.nn.CrossEntropyLoss()(layers[2](h), torch.tensor(np.asarray(z)))
+  loss.backward()
+  for lin, g in zip(layers, g_hand):
+    np.testing.assert_allclose(lin.weight.grad.numpy().T, g.W, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(lin.bias.grad.numpy(), g.b, rtol=1e-12, atol=1e-15)

@@ -1,0 +1,349 @@
+"""experiments/seed_examples.py: every number of the seeds, asserted.
+
+The seeds' printed numbers are asserted at their printed precision (abs 5e-3
+for two decimals, 5e-5 for four), hard-coded here from the lecture notes rather
+than read back from the script; exact formulas against jax.grad at 1e-12.
+"""
+import importlib.util
+import math
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxbp
+from jaxbp import backprop, graph
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "seed_examples.py"
+_spec = importlib.util.spec_from_file_location("seed_examples", _PATH)
+se = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = se          # dataclasses look their module up there
+_spec.loader.exec_module(se)
+
+PRINTED_2, PRINTED_4, EXACT = 5e-3, 5e-5, 1e-12
+KINDS = ("yes", "NO", "seed wrong", "seed inconsistent", "note")
+
+
+@pytest.fixture(scope="module")
+def rows():
+  return se.run(se.Config(torch=False))
+
+
+def _row(rows, example, quantity):
+  """The row of ``example`` whose quantity is, or else uniquely starts with, ``quantity``."""
+  found = [r for r in rows if r.example == example and r.quantity == quantity]
+  found = found or [r for r in rows if r.example == example and r.quantity.startswith(quantity)]
+  assert len(found) == 1, (example, quantity, [r.quantity for r in rows if r.example == example])
+  return found[0]
+
+
+def _close(a, b, atol):
+  np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=0,
+                             atol=atol)
+
+
+# -- the whole table ------------------------------------------------------------
+
+
+def test_every_row_agrees_or_names_a_seed_mistake(rows):
+  assert {name for name, _ in se.EXAMPLES} == {r.example for r in rows}
+  for r in rows:
+    assert r.agreement.startswith(KINDS), r
+    assert not r.agreement.startswith("NO"), r
+
+
+SEED_MISTAKES = {
+    ("000 activations", "ReLU' at 0: seed formula"),
+    ("000 activations", "the Tanh heading"),
+    ("000 MSE gradient", "dL/dθ"),
+    ("000 perceptron", "§7.7 the hidden-layer result's left side"),
+    ("001 unary gates", "why f_c, f_a are unary gates"),
+    ("001 convexity", "f = -x^2"),
+    ("001 convexity", "f = x^2"),
+    ("002 one_hot", "one_hot([2, 1, 2]), 3 classes: shape"),
+    ("002 one_hot", "one_hot([2, 1, 2]): the class"),
+    ("002 softmax grad", "softmax + MSE: dL/dz, diagonal only"),
+    ("002 softmax grad", "softmax + CE: dL/dz, diagonal only"),
+    ("002 losses", "grad_mse vs d/dp"),
+    ("002 losses", "'multi-class cross-entropy' (26)"),
+    ("002 augmented net", "eq. (4)"),
+    ("003 computational graph", "walk step"),
+    ("004 gradient direction", "slope of L along g/|g|"),
+}
+
+
+def test_the_seed_mistakes_are_flagged(rows):
+  flagged = {(r.example, r.quantity) for r in rows if r.agreement.startswith("seed wrong")}
+  for example, quantity in SEED_MISTAKES:
+    assert any(e == example and q.startswith(quantity) for e, q in flagged), (example, quantity)
+  assert len(flagged) == len(SEED_MISTAKES)
+  inconsistent = [r for r in rows if r.agreement.startswith("seed inconsistent")]
+  assert [r.example for r in inconsistent] == ["004 printed numbers"]
+
+
+def test_main_prints_the_table_and_the_graph(capsys):
+  assert se.main(["--no-torch", "--only", "003 computational"]) == 0
+  out = capsys.readouterr().out
+  assert "== 003 computational graph ==" in out
+  assert "u_9  | add" in out and "grad_table" in out
+  assert "0 NO" in out
+
+
+# -- seed 000 -------------------------------------------------------------------
+
+
+def test_gradient_tape_examples(rows):
+  ex = "000 GradientTape"
+  _close(_row(rows, ex, "d(x*w)/dw").jaxbp, 2.0, EXACT)                 # In[22]: 2.0
+  assert float(_row(rows, ex, "dy/dw, y = x*w computed outside").jaxbp) == 0.0  # TF: None
+  _close(_row(rows, ex, "the same gradient, called 3 times").jaxbp, [2.0] * 3, EXACT)
+  f = jax.grad(lambda w, x: x * w)
+  assert [float(f(1.0, 2.0)) for _ in range(2)] == [2.0, 2.0]
+
+
+def test_activation_identities():
+  z = jnp.linspace(-6.0, 6.0, 241)
+  s = jax.nn.sigmoid
+  tanh, dtanh, d = jax.jit(lambda z: (
+      2 * s(2 * z) - 1, jax.vmap(jax.grad(jnp.tanh))(z), jaxbp.activations.sigmoid.grad(z)))(z)
+  _close(tanh, jnp.tanh(z), EXACT)                                     # tanh = 2 s(2x) - 1
+  _close(dtanh, 1 - jnp.tanh(z) ** 2, EXACT)
+  assert float(jnp.max(d)) <= 0.25 and float(d[120]) == 0.25           # z[120] = 0
+
+
+def test_softmax_jacobian():
+  a = np.array([0.3, -1.0, 2.0])
+  p = np.exp(a) / np.sum(np.exp(a))
+  seed = p[:, None] * (np.eye(3) - p[None, :])                         # p_i (delta_ij - p_j)
+  auto, hand = jax.jit(lambda a: (jax.jacobian(jax.nn.softmax)(a),
+                                  jaxbp.activations.softmax_jacobian(a)))(a)
+  _close(auto, seed, EXACT)
+  _close(hand, seed, EXACT)
+
+
+def test_mse_sign_and_perceptrons(rows):
+  r = _row(rows, "000 MSE gradient", "dL/dθ")
+  _close(r.seed, -r.jaxbp, EXACT)                                      # only the sign differs
+  for quantity in ("§7.4 dL/dw_j1", "§7.4 the same", "§7.5", "§7.7 dL/dw_ni", "§7.7 dL/dw_ij",
+                   "§7.7 dL/dw_jk", "§7.7 deltas"):
+    r = _row(rows, "000 perceptron", quantity)
+    _close(r.seed, r.jaxbp, EXACT)
+
+
+def test_single_output_perceptron_formula():
+  x, w, t = jnp.array([0.5, -1.0, 2.0]), jnp.array([0.3, 0.2, -0.4]), 1.0
+  o = jax.nn.sigmoid(x @ w)
+  auto = jax.grad(lambda w: 0.5 * (jax.nn.sigmoid(x @ w) - t) ** 2)(w)
+  _close(auto, (o - t) * o * (1 - o) * x, EXACT)                       # (o - t) o (1 - o) x_j
+
+
+def test_tf_softmax_mse_and_himmelblau(rows):
+  for r in (r for r in rows if r.example in ("000 TF softmax + MSE", "000 Himmelblau")):
+    assert r.agreement.startswith("yes"), r
+
+
+# -- seed 001 -------------------------------------------------------------------
+
+
+def test_gates(rows):
+  ex = "001 gates"
+  _close(_row(rows, ex, "add gate: q").jaxbp, 3.0, EXACT)
+  _close(_row(rows, ex, "f = q z").jaxbp, -12.0, EXACT)
+  _close(_row(rows, ex, "df/dq").jaxbp, -4.0, EXACT)
+  _close(_row(rows, ex, "df/dx, df/dy").jaxbp, [-4.0, -4.0], EXACT)
+  _close(_row(rows, ex, "figure: the add gate").jaxbp, [2.00, 2.00], PRINTED_2)
+  _close(_row(rows, ex, "figure: max routes").jaxbp, [2.00, 0.00], PRINTED_2)
+  _close(_row(rows, ex, "figure: mul").jaxbp, -8.00, PRINTED_2)
+
+
+def test_sigmoid_neuron(rows):
+  ex = "001 sigmoid neuron"
+  _close(_row(rows, ex, "f = s(1.0)").jaxbp, 0.73, PRINTED_2)
+  _close(_row(rows, ex, "local gradient").jaxbp, 0.2, 5e-2)            # "(1-0.73)*0.73 ~ 0.2"
+  _close(_row(rows, ex, "dx").jaxbp, [0.39, -0.59], PRINTED_2)
+  _close(_row(rows, ex, "dw").jaxbp, [-0.20, -0.39, 0.20], PRINTED_2)
+  w, x = jnp.array([2.0, -3.0, -3.0]), jnp.array([-1.0, -2.0])
+  f = lambda w, x: jax.nn.sigmoid(w[0] * x[0] + w[1] * x[1] + w[2])
+  gw, gx = jax.grad(f, argnums=(0, 1))(w, x)
+  _close(_row(rows, ex, "dx: seed's code").seed, gx, EXACT)
+  _close(_row(rows, ex, "dw: seed's code").seed, gw, EXACT)
+
+
+def test_staged_backprop_every_d_variable():
+  """Each d-variable of the seed's code is df/d(that stage), the rest held fixed."""
+  x, y = 3.0, -4.0
+  d = se._staged_seed(x, y)
+  s = jax.nn.sigmoid
+  sigy, sigx, xpy = s(y), s(x), x + y
+  num, den = x + sigy, sigx + xpy ** 2
+  g = jax.grad
+  expected = {
+      "dnum": g(lambda num: num / den)(num),
+      "dinvden": g(lambda invden: num * invden)(1 / den),
+      "dden": g(lambda den: num / den)(den),
+      "dsigx": g(lambda sigx: num / (sigx + xpy ** 2))(sigx),
+      "dxpysqr": g(lambda sq: num / (sigx + sq))(xpy ** 2),
+      "dxpy": g(lambda xpy: num / (sigx + xpy ** 2))(xpy),
+      "dsigy": g(lambda sigy: (x + sigy) / den)(sigy),
+      "dx (4)": g(lambda x: num / (sigx + (x + y) ** 2))(x),               # via x + y only
+      "dy (4)": g(lambda y: num / (sigx + (x + y) ** 2))(y),
+      "dx (3)": g(lambda x: num / (s(x) + (x + y) ** 2))(x),               # += via s(x)
+      "dx (2)": g(lambda x: (x + sigy) / (s(x) + (x + y) ** 2))(x),        # += via num: df/dx
+      "dy (1)": g(lambda y: (x + s(y)) / (sigx + (x + y) ** 2))(y),        # += via s(y): df/dy
+  }
+  for k, v in expected.items():
+    _close(d[k], v, EXACT)
+  f = lambda x, y: (x + s(y)) / (s(x) + (x + y) ** 2)
+  _close([d["dx (2)"], d["dy (1)"]], jax.grad(f, argnums=(0, 1))(x, y), EXACT)
+  # With = instead of +=, the earlier branches are lost.
+  wrong = se._staged_seed(x, y, accumulate=False)
+  assert abs(wrong["dx (2)"] - d["dx (2)"]) > 1.0
+
+
+def test_staged_backprop_rows(rows):
+  table = [r for r in rows if r.example == "001 staged backprop"]
+  assert sum(r.agreement.startswith("yes") for r in table) == 13       # 12 d-variables + (dx, dy)
+
+
+def test_matrix_product_and_input_scaling(rows):
+  r = _row(rows, "001 matrix product", "shapes")
+  assert r.jaxbp == str(((5, 10), (10, 3), (5, 3)))
+  for q in ("dW = dD X^T", "dX = W^T dD", "row form"):
+    assert _row(rows, "001 matrix product", q).agreement.startswith("yes")
+  _close(_row(rows, "001 input scaling", "multiply gate").jaxbp, 1000.0, EXACT)
+  _close(_row(rows, "001 input scaling", "  |dW(1000 x)| / |dW(x)| at W=0").jaxbp, 1000.0, 1e-9)
+
+
+# -- seed 002 -------------------------------------------------------------------
+
+
+def test_one_hot_and_stable_softmax(rows):
+  _close(_row(rows, "002 one_hot", "one_hot([0, 2, 1])").jaxbp, np.eye(3)[[0, 2, 1]], EXACT)
+  r = _row(rows, "002 one_hot", "one_hot([2, 1, 2]): the class")
+  assert list(r.seed) == [1, 0, 1] and list(r.jaxbp) == [2, 1, 2]
+  r = _row(rows, "002 softmax", "naive softmax")
+  assert np.isnan(r.seed).all() and np.isfinite(r.jaxbp).all()
+  _close(r.jaxbp, [0.0900, 0.2447, 0.6652], PRINTED_4)
+
+
+def test_softmax_diagonal_only_is_wrong(rows):
+  for loss in ("MSE", "CE"):
+    r = _row(rows, "002 softmax grad", f"softmax + {loss}: dL/dz, diagonal only")
+    assert np.max(np.abs(np.asarray(r.seed) - np.asarray(r.jaxbp))) > 0.05
+  # Softmax + MSE by a net: the hand recursion (full Jacobian) equals jax.grad.
+  net = jaxbp.MLP((2, 3), output_activation="softmax")
+  W = jnp.array([[0.4, -0.7, 0.2], [1.1, 0.3, -0.5]])
+  params = (jaxbp.Dense(W, jnp.array([0.1, 0.0, -0.2])),)
+  x = jnp.array([[0.5, -1.0], [1.5, 0.2]])
+  y = jnp.eye(3)[jnp.array([0, 2])]
+  auto, hand = jax.jit(lambda p: (jax.grad(jaxbp.objective(net, "mse"))(p, x, y),
+                                  backprop.grad(net, "mse", p, x, y)))(params)
+  _close(se._flat(hand), se._flat(auto), EXACT)
+
+
+def test_seed002_losses(rows):
+  r = _row(rows, "002 losses", "grad_mse vs d/dp")
+  _close(2 * np.asarray(r.seed), r.jaxbp, EXACT)                       # off by exactly 2
+  r = _row(rows, "002 losses", "'multi-class cross-entropy' (26)")
+  p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+  _close(r.jaxbp, [-math.log(0.7), -math.log(0.6)], EXACT)              # -sum y log p
+  _close(r.seed[0], -(math.log(0.7) + math.log(0.8) + math.log(0.9)) / 3, EXACT)
+  assert p.shape == (2, 3)
+  for q in ("(26) vs jaxbp binary", "binary CE gradient (25)", "jaxbp mse.grad"):
+    assert _row(rows, "002 losses", q).agreement.startswith("yes")
+
+
+def test_seed002_code_matches_jax_grad(rows):
+  for r in (r for r in rows if r.example == "002 augmented net" and "eq. (4)" not in r.quantity):
+    assert r.agreement.startswith("yes"), r
+
+
+# -- seed 003 -------------------------------------------------------------------
+
+
+def test_graph_nodes_children_and_grad_table(rows):
+  ex = "003 computational graph"
+  assert _row(rows, ex, "node order").jaxbp == "w, x, b, y, " + ", ".join(
+      f"u_{i}" for i in range(1, 10))
+  assert _row(rows, ex, "S(w)").jaxbp == "{u_1, u_7}"
+  for u, kids in se.SEED003_CHILDREN.items():
+    r = _row(rows, ex, f"S({u})")
+    assert r.jaxbp == r.seed == "{" + ", ".join(kids) + "}"
+  for u in ("u_9", "u_8", "u_7", "u_6", "u_5", "u_4", "u_3", "u_2", "u_1", "b", "w"):
+    r = _row(rows, ex, f"grad_table df/d{u}:")
+    _close(r.seed, r.jaxbp, EXACT)
+  _close(_row(rows, ex, "grad_table df/du_7").jaxbp, 0.5, EXACT)
+
+
+@pytest.mark.parametrize("point", [(0.8, 1.5, -0.4, 1.0), (-1.3, 0.7, 2.0, 0.0)])
+def test_graph_df_dw_formula(point):
+  w, x, b, y = point
+  s = 1 / (1 + math.exp(-(w * x + b)))
+  formula = x * s * (1 - s) * (s - y) + w                              # x s'(wx+b)(s - y) + w
+  _close(graph.grad(se.seed003_f)(*point), formula, EXACT)
+  _close(jax.grad(se.seed003_f)(*point), formula, EXACT)
+
+
+def test_scalar_chain_and_output_gradients(rows):
+  for ex in ("003 scalar chain", "003 output gradients", "003 PyTorch MSE example"):
+    for r in (r for r in rows if r.example == ex):
+      assert r.agreement.startswith("yes"), r
+
+
+# -- seed 004 -------------------------------------------------------------------
+
+
+def test_seed004_printed_numbers_are_inconsistent():
+  from_in6 = se.SEED004_W0 - 0.1 * se.SEED004_GRAD_IN6
+  assert np.max(np.abs(se.SEED004_W1 - from_in6)) > 0.04               # >> rounding 1e-4
+  dw = (se.SEED004_W0 - se.SEED004_W1) / 0.1
+  _close(se.SEED004_W0 - 0.1 * dw, se.SEED004_W1, PRINTED_4)
+  v = 0.9 * np.zeros((3, 3)) + 0.1 * dw                                # In[29] from v = 0
+  _close(se.SEED004_W0 - v, se.SEED004_W1, PRINTED_4)                  # = In[27]'s w1
+
+
+def test_seed004_printed_rows(rows):
+  ex = "004 printed numbers"
+  for q in ("In[27]", "In[29]", "  optax.sgd", "momentum step from v=0"):
+    r = _row(rows, ex, q)
+    assert r.agreement.startswith("yes"), r
+    _close(r.jaxbp, se.SEED004_W1, PRINTED_4)
+
+
+def test_seed004_network_recursion_matches_jax_grad(rows):
+  net, params = se.seed004_params(0)
+  _close(params[0].W.T, se.SEED004_W0, 0.0)                            # torch (out, in) -> ours
+  assert [p.W.shape for p in params] == [(3, 3), (3, 2), (2, 3)]
+  x, z = se.SEED004_X, se.SEED004_Z
+  hand, auto = jax.jit(lambda p: (
+      backprop.grad(net, "softmax_cross_entropy", p, x, z),
+      jax.grad(jaxbp.objective(net, "softmax_cross_entropy"))(p, x, z)))(params)
+  _close(se._flat(hand), se._flat(auto), EXACT)
+  r = _row(rows, "004 network", "dL/dW_h1")
+  _close(r.jaxbp, auto[0].W, EXACT)
+  for q in ("SGD lr 0.1", "momentum step from v=0", "5 momentum steps"):
+    assert _row(rows, "004 network", q).agreement.startswith("yes")
+  _close(_row(rows, "004 x**3", "d(x^3)/dx").jaxbp, 3.0, EXACT)
+
+
+def test_seed004_gradient_points_uphill(rows):
+  r = _row(rows, "004 gradient direction", "slope along g/|g| = |g|")
+  assert float(r.jaxbp) > 0
+  _close(r.seed, r.jaxbp, EXACT)
+
+
+def test_pytorch_agrees():
+  pytest.importorskip("torch")
+  config = se.Config(torch=True)
+  rows = se.cube(config) + se.torch_mse_example(config) + se.seed004_network(config)
+  for r in rows:
+    assert r.agreement.startswith(("yes", "note")), r
+  _close(_row(rows, "004 x**3", "d(x^3)/dx at 1: torch").jaxbp, 3.0, EXACT)
+  r = _row(rows, "004 network", "net.h1.weight.grad (3,3)")
+  assert np.shape(r.seed) == (3, 3)
+  _close(r.seed, r.jaxbp, EXACT)                                        # torch grad = ours.T
+  assert any(r.quantity.startswith("In[17] loop: the 100 losses") for r in rows)
+  assert any(r.quantity.startswith("(w.grad, b.grad): PyTorch") for r in rows)
