@@ -73,13 +73,56 @@ def _output_delta(net: MLP, loss: _losses.Loss, z, h, y, reduction):
   return _act.softmax_vjp(z, g)
 
 
-def _layer_grads(h_in, delta, with_bias):
-  dW = h_in.T @ delta
-  return Dense(dW, jnp.sum(delta, axis=0) if with_bias else None)
+def _batch_norm_backward(delta, u, gamma, eps):
+  """dL/du and dL/dgamma for ``z = gamma * uhat + beta``, ``uhat = (u - mean) / s``.
+
+  With ``s = sqrt(var + eps)`` over a batch of m rows, differentiating through
+  the batch mean and variance gives, per feature::
+
+      dL/duhat = delta * gamma
+      dL/du    = (m dL/duhat - sum_b dL/duhat - uhat sum_b (dL/duhat * uhat)) / (m s)
+
+  The two sums are the paths through the mean and the variance: every row's
+  output depends on every row's input (Ioffe & Szegedy 2015, §3).
+  """
+  m = u.shape[0]
+  mean = jnp.mean(u, axis=0, keepdims=True)
+  inv_s = jax.lax.rsqrt(jnp.mean((u - mean) ** 2, axis=0, keepdims=True) + eps)
+  uhat = (u - mean) * inv_s
+  d_uhat = delta * gamma[None, :]
+  du = (m * d_uhat - jnp.sum(d_uhat, axis=0, keepdims=True)
+        - uhat * jnp.sum(d_uhat * uhat, axis=0, keepdims=True)) * inv_s / m
+  return du, jnp.sum(delta * uhat, axis=0)
+
+
+def _layer_backward(net: MLP, g: int, p, h_in, z, g_out):
+  """One layer, top to bottom: dL/dh_k -> (delta_k, param grads, dL/dh_{k-1}).
+
+  For the output layer ``g_out`` is delta_K itself.
+  """
+  if net.is_hidden(g):
+    delta = g_out * net.phi.grad(z)
+  else:
+    delta = g_out
+  if net.is_batchnorm(g):
+    du, d_gamma = _batch_norm_backward(delta, h_in @ p.W, p.gamma, net.bn_eps)
+    grads = type(p)(h_in.T @ du, d_gamma, jnp.sum(delta, axis=0))
+  else:
+    du = delta
+    grads = Dense(h_in.T @ delta, jnp.sum(delta, axis=0) if p.b is not None else None)
+  g_in = du @ p.W.T
+  if net.is_residual(g):
+    g_in = g_in + g_out       # the identity skip passes dL/dh_k straight down
+  return delta, grads, g_in
 
 
 def backward(net: MLP, loss, params, x, y, reduction: str = "mean") -> Backward:
   """Runs the forward pass, then the delta recursion from the output back.
+
+  Carries ``dL/dh_k`` down the net; every layer turns it into its
+  ``delta_k = dL/dh_k * phi'(z_k)``, its parameter gradients and ``dL/dh_{k-1}``
+  (plus the skip term for residual layers, through batch norm's statistics for
+  batch-normalised ones).
 
   Args:
     net: the network spec.
@@ -98,34 +141,28 @@ def backward(net: MLP, loss, params, x, y, reduction: str = "mean") -> Backward:
   tr = net.trace(params, x)
   x = jnp.asarray(x)
   value = loss.fn(tr.h[-1], y, reduction)
-  phi = net.phi
   G = len(params)
 
   def last(seq, g):  # the last layer's value in group g (groups may be stacked)
     return seq[g][-1] if net.is_stacked(g) else seq[g]
 
-  delta = _output_delta(net, loss, tr.z[-1], tr.h[-1], y, reduction)
+  g_h = _output_delta(net, loss, tr.z[-1], tr.h[-1], y, reduction)
   grads, deltas = [None] * G, [None] * G
   for g in reversed(range(G)):
     h_in = x if g == 0 else last(tr.h, g - 1)
     if net.is_stacked(g):
-      # Each stacked layer l needs its input h_{l-1} and the z_{l-1} below it,
-      # the first of which come from the group before (never stacked itself).
-      h_prev = jnp.concatenate([h_in[None], tr.h[g][:-1]], axis=0)
-      z_prev = jnp.concatenate([last(tr.z, g - 1)[None], tr.z[g][:-1]], axis=0)
+      # Layer l of the stack reads h_{l-1}: the group's input, then its own outputs.
+      h_ins = jnp.concatenate([h_in[None], tr.h[g][:-1]], axis=0)
 
-      def step(delta, xs):
-        W, hp, zp = xs
-        d_prev = (delta @ W.T) * phi.grad(zp)
-        return d_prev, (delta, _layer_grads(hp, delta, net.bias))
+      def step(g_h, xs, g=g):
+        p, h_in, z = xs
+        delta, grads, g_in = _layer_backward(net, g, p, h_in, z, g_h)
+        return g_in, (delta, grads)
 
-      delta, (deltas[g], grads[g]) = jax.lax.scan(
-          step, delta, (params[g].W, h_prev, z_prev), reverse=True)
+      g_h, (deltas[g], grads[g]) = jax.lax.scan(
+          step, g_h, (params[g], h_ins, tr.z[g]), reverse=True)
     else:
-      deltas[g] = delta
-      grads[g] = _layer_grads(h_in, delta, net.bias)
-      if g > 0:
-        delta = (delta @ params[g].W.T) * phi.grad(last(tr.z, g - 1))
+      deltas[g], grads[g], g_h = _layer_backward(net, g, params[g], h_in, tr.z[g], g_h)
   return Backward(value, tuple(grads), tuple(deltas), tr)
 
 

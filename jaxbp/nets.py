@@ -18,6 +18,18 @@ Parameters are a tuple of :class:`Dense` ``(W, b)``, one per layer. With
 layer, so compile time does not grow with depth. ``remat=True`` wraps every
 layer in ``jax.checkpoint``, so the backward pass recomputes activations
 instead of storing them (seed 001: cache forward values, or recompute them).
+
+Two variants for deep nets (seed 003 §4.4's remedies):
+
+* ``residual=True``: the hidden ``width -> width`` layers (k = 2 .. K-1) add
+  their input back, ``h_k = h_{k-1} + phi(z_k)`` (He et al. 2016's identity
+  skip), so ``dL/dh_{k-1} = dL/dh_k + delta_k W_k^T`` never loses the identity
+  path.
+* ``batchnorm=True``: every hidden layer normalises its pre-activation over the
+  batch (Ioffe & Szegedy 2015): ``u = h_{k-1} W_k``, ``z_k = gamma_k (u - mean u)
+  / sqrt(var u + eps) + beta_k``. Such layers hold :class:`BatchNormDense`
+  ``(W, gamma, beta)``; the bias is ``beta`` (a bias before the normalisation
+  would be subtracted away with the mean).
 """
 from __future__ import annotations
 
@@ -42,6 +54,26 @@ class Dense(NamedTuple):
   """
   W: jax.Array
   b: Optional[jax.Array]
+
+
+class BatchNormDense(NamedTuple):
+  """A layer ``z = gamma * normalise(h @ W) + beta`` (batch statistics).
+
+  Attributes:
+    W: weights ``(in, out)``, or ``(L, n, n)`` stacked.
+    gamma: scale ``(out,)``, or ``(L, n)``; starts at 1.
+    beta: shift ``(out,)``, or ``(L, n)``; starts at 0.
+  """
+  W: jax.Array
+  gamma: jax.Array
+  beta: jax.Array
+
+
+def batch_norm(u, gamma, beta, eps):
+  """``gamma (u - mean) / sqrt(var + eps) + beta`` with the batch's mean and variance."""
+  mean = jnp.mean(u, axis=0, keepdims=True)
+  var = jnp.mean((u - mean) ** 2, axis=0, keepdims=True)
+  return gamma[None, :] * (u - mean) * jax.lax.rsqrt(var + eps) + beta[None, :]
 
 
 class Trace(NamedTuple):
@@ -72,6 +104,9 @@ class MLP:
     stack: store the identical ``width -> width`` hidden layers as one stacked
       ``Dense`` and run them with ``lax.scan``. Needs all hidden widths equal.
     remat: recompute activations in the backward pass (``jax.checkpoint``).
+    residual: identity skips around the hidden ``width -> width`` layers.
+    batchnorm: batch normalisation before every hidden activation.
+    bn_eps: the variance floor of batch norm.
 
   >>> net = MLP(sizes=(3, 3, 2, 3), activation="relu")
   >>> params = net.init(jax.random.PRNGKey(0), init="he")
@@ -84,6 +119,9 @@ class MLP:
   bias: bool = True
   stack: bool = False
   remat: bool = False
+  residual: bool = False
+  batchnorm: bool = False
+  bn_eps: float = 1e-5
 
   def __post_init__(self):
     sizes = tuple(self.sizes) if isinstance(self.sizes, (list, tuple)) else self.sizes
@@ -100,10 +138,13 @@ class MLP:
     _act.get(self.output_activation)
     if not _act.get(self.activation).elementwise:
       raise ValueError("MLP: softmax can only be the output_activation, not a hidden one.")
-    if self.stack and len(set(self.sizes[1:-1])) > 1:
-      raise ValueError(
-          f"MLP: stack=True needs equal hidden widths, got sizes={self.sizes}. "
-          "Use stack=False for nets with varying widths.")
+    for flag in ("stack", "residual"):
+      if getattr(self, flag) and len(set(self.sizes[1:-1])) > 1:
+        raise ValueError(
+            f"MLP: {flag}=True needs equal hidden widths, got sizes={self.sizes}. "
+            f"Use {flag}=False for nets with varying widths.")
+    if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
+      raise ValueError(f"MLP: bn_eps must be a number > 0, got {self.bn_eps!r}.")
 
   @classmethod
   def uniform(cls, in_size: int, width: int, depth: int, out_size: int, **kwargs) -> "MLP":
@@ -143,6 +184,18 @@ class MLP:
     """Whether params[g] carries a leading layer axis."""
     return self.stack and self.num_layers >= 3 and g == 1
 
+  def is_hidden(self, g: int) -> bool:
+    """Whether params[g] is a hidden group (not the output layer)."""
+    return g < len(self.groups) - 1
+
+  def is_residual(self, g: int) -> bool:
+    """Whether the layers of params[g] add their input back (k = 2 .. K-1)."""
+    return self.residual and self.is_hidden(g) and g >= 1
+
+  def is_batchnorm(self, g: int) -> bool:
+    """Whether params[g] holds :class:`BatchNormDense` layers."""
+    return self.batchnorm and self.is_hidden(g)
+
   # -- parameters --------------------------------------------------------------
 
   def init(self, key, init: _init.InitializerLike = "he", dtype=None) -> Tuple[Dense, ...]:
@@ -162,6 +215,10 @@ class MLP:
       w_key, b_key = jax.random.split(layer_key)
       lead = (n,) if self.is_stacked(g) else ()
       W = initializer.weight(w_key, lead + (fan_in, fan_out), dtype)
+      if self.is_batchnorm(g):
+        params.append(BatchNormDense(W, jnp.ones(lead + (fan_out,), dtype),
+                                     jnp.zeros(lead + (fan_out,), dtype)))
+        continue
       b = initializer.bias(b_key, lead + (fan_out,), dtype) if self.bias else None
       params.append(Dense(W, b))
     return tuple(params)
@@ -175,6 +232,17 @@ class MLP:
           f"layers, got {got}. Create them with net.init(key).")
     for g, (p, (n, fi, fo)) in enumerate(zip(params, self.groups)):
       lead = (n,) if self.is_stacked(g) else ()
+      kind = BatchNormDense if self.is_batchnorm(g) else Dense
+      if not isinstance(p, kind):
+        raise ValueError(
+            f"params[{g}] is a {type(p).__name__}, expected {kind.__name__} for net "
+            f"{self}. Were the params made for another net? Create them with net.init(key).")
+      if kind is BatchNormDense:
+        for name in ("gamma", "beta"):
+          if jnp.shape(getattr(p, name)) != lead + (fo,):
+            raise ValueError(f"params[{g}].{name} has shape {jnp.shape(getattr(p, name))}, "
+                             f"expected {lead + (fo,)} for net sizes={self.sizes}.")
+        p = Dense(p.W, p.beta if self.bias else None)
       W, b = p
       if jnp.shape(W) != lead + (fi, fo):
         raise ValueError(
@@ -201,14 +269,19 @@ class MLP:
 
   # -- forward -----------------------------------------------------------------
 
-  def _affine(self, h, p: Dense):
-    z = h @ p.W
-    return z if p.b is None else z + p.b[None, :]
+  def _layer(self, g):
+    """The function ``(h, p) -> (h_next, z)`` of one layer of group g."""
+    phi = self.phi if self.is_hidden(g) else self.phi_out
+    bn, residual, eps = self.is_batchnorm(g), self.is_residual(g), self.bn_eps
 
-  def _layer(self, phi):
     def layer(h, p):
-      z = self._affine(h, p)
-      return phi.fn(z), z
+      if bn:
+        z = batch_norm(h @ p.W, p.gamma, p.beta, eps)
+      else:
+        z = h @ p.W if p.b is None else h @ p.W + p.b[None, :]
+      a = phi.fn(z)
+      return (h + a if residual else a), z
+
     return jax.checkpoint(layer) if self.remat else layer
 
   def trace(self, params, x) -> Trace:
@@ -220,18 +293,16 @@ class MLP:
     self.check_params(params)
     h = self.check_input(x)
     zs, hs = [], []
-    last = len(params) - 1
     for g, p in enumerate(params):
-      phi = self.phi_out if g == last else self.phi
       if self.is_stacked(g):
-        def step(h, p, layer=self._layer(phi)):
+        def step(h, p, layer=self._layer(g)):
           h, z = layer(h, p)
           return h, (z, h)
         h, (z, hstack) = jax.lax.scan(step, h, p)
         zs.append(z)
         hs.append(hstack)
       else:
-        h, z = self._layer(phi)(h, p)
+        h, z = self._layer(g)(h, p)
         zs.append(z)
         hs.append(h)
     return Trace(tuple(zs), tuple(hs))
@@ -240,9 +311,8 @@ class MLP:
     """The network output ``h_K`` for ``x`` of shape ``(batch, sizes[0])``."""
     self.check_params(params)
     h = self.check_input(x)
-    last = len(params) - 1
     for g, p in enumerate(params):
-      layer = self._layer(self.phi_out if g == last else self.phi)
+      layer = self._layer(g)
       if self.is_stacked(g):
         h, _ = jax.lax.scan(lambda h, p: (layer(h, p)[0], None), h, p)
       else:
@@ -250,8 +320,8 @@ class MLP:
     return h
 
   def __str__(self):
-    phi = self.phi.name
-    return f"MLP(sizes={self.sizes}, activation={phi!r})"
+    extras = "".join(f", {f}=True" for f in ("stack", "residual", "batchnorm") if getattr(self, f))
+    return f"MLP(sizes={self.sizes}, activation={self.phi.name!r}{extras})"
 
 
 def unstack(params, net: MLP):
@@ -259,7 +329,7 @@ def unstack(params, net: MLP):
   out = []
   for g, p in enumerate(params):
     if net.is_stacked(g):
-      out.extend(Dense(p.W[i], None if p.b is None else p.b[i]) for i in range(p.W.shape[0]))
+      out.extend(jax.tree_util.tree_map(lambda a: a[i], p) for i in range(p.W.shape[0]))
     else:
       out.append(p)
   return tuple(out)

@@ -270,3 +270,52 @@ def test_seed004_network_h1_gradient_matches_autodiff_and_torch():
   for lin, g in zip(layers, g_hand):
     np.testing.assert_allclose(lin.weight.grad.numpy().T, g.W, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(lin.bias.grad.numpy(), g.b, rtol=1e-12, atol=1e-15)
+
+
+# -- residual and batch-normalised nets ------------------------------------------
+
+VARIANTS = {"residual": dict(residual=True), "batchnorm": dict(batchnorm=True),
+            "residual+batchnorm": dict(residual=True, batchnorm=True)}
+
+
+def _perturbed(params, scale=0.1):
+  # Move gamma off 1 and beta/b off 0, so their gradients are generic.
+  leaves, tree = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(99), len(leaves))
+  return jax.tree_util.tree_unflatten(
+      tree, [a + scale * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize("stack", (False, True), ids=("unrolled", "stacked"))
+@pytest.mark.parametrize("variant", tuple(VARIANTS))
+@pytest.mark.parametrize("activation", ("sigmoid", "tanh", "relu"))
+def test_residual_and_batchnorm_match_autodiff_and_fd(activation, variant, stack):
+  net = jaxbp.MLP.uniform(IN, WIDTH, 6, OUT, activation=activation, stack=stack,
+                          **VARIANTS[variant])
+  params = _perturbed(net.init(jax.random.PRNGKey(0), _init_for(activation)))
+  x, y = _data("softmax_cross_entropy", 16, jax.random.PRNGKey(5))
+  value, g_hand = backprop.value_and_grad(net, "softmax_cross_entropy", params, x, y)
+  g_auto = jax.grad(jaxbp.objective(net, "softmax_cross_entropy"))(params, x, y)
+  gradcheck.check_same_structure(g_hand, g_auto)
+  err = gradcheck.max_relative_error(g_hand, g_auto)
+  assert err <= RTOL_AUTODIFF, gradcheck.report(g_hand, g_auto)
+  if activation != "relu" and not stack:
+    g_fd = gradcheck.numerical_grad(jaxbp.objective(net, "softmax_cross_entropy"), params, x, y)
+    assert gradcheck.max_relative_error(g_hand, g_fd) <= RTOL_FD, gradcheck.report(g_hand, g_fd)
+
+
+def test_batchnorm_normalises_and_residual_keeps_identity_path():
+  net = jaxbp.MLP.uniform(IN, 8, 4, OUT, activation="tanh", batchnorm=True)
+  params = net.init(jax.random.PRNGKey(0))
+  x, _ = _data("mse", 32, jax.random.PRNGKey(1))
+  z = net.trace(params, x).z
+  for zk in z[:-1]:   # gamma = 1, beta = 0: zero mean, unit variance per feature
+    np.testing.assert_allclose(zk.mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(zk.var(0), 1.0, rtol=1e-3)
+  # A residual net with zero hidden weights is the identity through its hidden stack.
+  res = jaxbp.MLP.uniform(IN, 5, 4, OUT, activation="tanh", residual=True, bias=False)
+  p = list(res.init(jax.random.PRNGKey(0)))
+  for k in range(1, len(p) - 1):
+    p[k] = jaxbp.Dense(jnp.zeros_like(p[k].W), None)
+  h = res.trace(tuple(p), x).h
+  np.testing.assert_array_equal(h[-2], h[0])
