@@ -5,30 +5,44 @@ Pure-function MLPs and losses, hand-derived delta recursions checked against
 """
 from jaxbp import activations
 from jaxbp import backprop
+from jaxbp import data
 from jaxbp import gradcheck
 from jaxbp import graph
 from jaxbp import initializers
+from jaxbp import landscapes
 from jaxbp import losses
 from jaxbp import meanfield
+from jaxbp import results
+from jaxbp import training
 from jaxbp.nets import MLP
+from jaxbp.nets import BatchNormDense
 from jaxbp.nets import Dense
 from jaxbp.nets import Trace
 from jaxbp.nets import objective
 from jaxbp.nets import unstack
+from jaxbp.training import fit
+from jaxbp.training import optimizer
 
 __version__ = "0.1.0"
 
 __all__ = (
     "MLP",
+    "BatchNormDense",
     "Dense",
     "Trace",
     "activations",
     "backprop",
+    "data",
     "gradcheck",
     "graph",
     "initializers",
+    "landscapes",
     "losses",
     "meanfield",
+    "optimizer",
+    "results",
+    "training",
     "objective",
+    "fit",
     "unstack",
 )

@@ -1,0 +1,295 @@
+"""Training with optax: SGD, momentum and Nesterov, as one compiled loop.
+
+Seed 001's gradient descent ``w_{t+1} = w_t - eta grad L(w_t)`` in its three
+regimes: batch (all n samples per step, ``batch_size=None``), stochastic
+(``batch_size=1``) and mini-batch (``batch_size=b``, reshuffled every epoch from
+a PRNG key; an epoch is ``n // b`` steps, the ``n % b`` left over wait for the
+next one). Seed 004's momentum ``v_{t+1} = gamma v_t + eta g_t``,
+``w_{t+1} = w_t - v_{t+1}`` is ``optax.sgd(eta, momentum=gamma)`` (optax keeps
+``v / eta``: the same trajectory) and ``torch.optim.SGD(lr=eta, momentum=gamma)``.
+The steps run in one ``lax.scan``, or, with seed 001's stopping rule
+``||grad||_2 <= tol``, in one ``lax.while_loop`` that stops early on the device.
+
+References:
+  Polyak, "Some methods of speeding up the convergence of iteration methods", 1964.
+  Sutskever, Martens, Dahl & Hinton, "On the importance of initialization and
+  momentum in deep learning", ICML 2013.
+  Pascanu, Mikolov & Bengio, "On the difficulty of training recurrent neural
+  networks", ICML 2013 (clipping by the global norm).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxbp import backprop as _backprop
+from jaxbp import losses as _losses
+from jaxbp.nets import MLP
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov")
+GRAD_METHODS = ("autodiff", "backprop")
+
+
+def optimizer(name: str, learning_rate, momentum: Optional[float] = None,
+              nesterov: bool = False, clip_norm: Optional[float] = None,
+              weight_decay: Optional[float] = None) -> optax.GradientTransformation:
+  """An optax optimizer by name: ``clip -> + weight decay -> sgd/momentum``.
+
+  Args:
+    name: ``"sgd"`` (plain, or heavy-ball with ``momentum``, as torch.optim.SGD),
+      ``"momentum"`` or ``"nesterov"`` (both default to ``momentum=0.9``).
+    learning_rate: eta > 0, or an optax schedule ``step -> eta``.
+    momentum: gamma in ``v <- gamma v + g`` (Polyak 1964).
+    nesterov: Nesterov's look-ahead form ``g + gamma v`` (Sutskever et al. 2013).
+    clip_norm: rescale the gradient to global norm <= ``clip_norm`` (Pascanu et al. 2013).
+    weight_decay: lambda of an L2 penalty ``lambda/2 ||w||^2``: ``lambda w`` joins the
+      clipped gradient before the momentum, like torch SGD's coupled ``weight_decay``.
+
+  Equal hashable arguments give the same object, so :func:`fit` (whose ``tx``
+  is a static jit argument) reuses its compiled loop.
+
+  >>> tx = optimizer("momentum", 0.01, momentum=0.9, clip_norm=1.0)
+  >>> state = tx.init(jnp.zeros(3))
+  """
+  # floats, not arrays: hashable, for the cache.
+  number = lambda v: v if v is None or callable(v) else float(v)
+  return _optimizer(name, number(learning_rate), number(momentum), bool(nesterov),
+                    number(clip_norm), number(weight_decay))
+
+
+@functools.lru_cache(maxsize=256)
+def _optimizer(name, learning_rate, momentum, nesterov, clip_norm, weight_decay):
+  if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
+    raise ValueError(f"Unknown optimizer {name!r}; valid names are {', '.join(OPTIMIZERS)}.")
+  _check(callable(learning_rate) or float(learning_rate) > 0,
+         f"learning_rate must be > 0, got {learning_rate!r}.", "optimizer")
+  _check(momentum is None or 0 <= float(momentum) < 1,
+         f"momentum must lie in [0, 1), got {momentum!r}.", "optimizer")
+  for label, value in (("clip_norm", clip_norm), ("weight_decay", weight_decay)):
+    _check(value is None or float(value) > 0, f"{label} must be > 0 or None, got {value!r}.",
+           "optimizer")
+  momentum = 0.9 if momentum is None and name.lower() != "sgd" else momentum
+  nesterov = nesterov or name.lower() == "nesterov"
+  _check(momentum is not None or not nesterov, "nesterov=True needs a momentum, e.g. 0.9.",
+         "optimizer")
+  chain = []
+  if clip_norm is not None:
+    chain.append(optax.clip_by_global_norm(clip_norm))   # clip the raw gradient first
+  if weight_decay is not None:
+    chain.append(optax.add_decayed_weights(weight_decay))  # g + lambda w, before momentum
+  chain.append(optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov))
+  return chain[0] if len(chain) == 1 else optax.chain(*chain)
+
+
+# -- one step ------------------------------------------------------------------
+
+
+class StepInfo(NamedTuple):
+  """What one step measures, at the parameters before its update: the batch
+  ``loss``, the batch ``accuracy`` (NaN for regression) and ``grad_norm``, the
+  global norm ``sqrt(sum_k ||dL/dtheta_k||^2)`` of the raw (unclipped) gradient."""
+  loss: jax.Array
+  accuracy: jax.Array
+  grad_norm: jax.Array
+
+
+def global_norm(tree) -> jax.Array:
+  """``sqrt(sum of squares)`` over every leaf of a pytree."""
+  return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(tree)))
+
+
+def accuracy(loss, out, y) -> jax.Array:
+  """Fraction of correct predictions: ``argmax`` against integer or one-hot labels
+  for categorical losses, probabilities cut at 1/2 (logits at 0) for binary
+  ones; NaN for a regression loss."""
+  loss = _losses.get(loss)
+  y = jnp.asarray(y)
+  if loss.categorical:
+    labels = y if jnp.issubdtype(y.dtype, jnp.integer) else jnp.argmax(y, axis=-1)
+    return jnp.mean((jnp.argmax(out, axis=-1) == labels).astype(out.dtype))
+  if loss.name.startswith("binary_cross_entropy"):
+    cut = 0.0 if loss.name.endswith("logits") else 0.5
+    return jnp.mean(((out > cut) == (y > 0.5)).astype(out.dtype))
+  return jnp.full((), jnp.nan, out.dtype)
+
+
+def _value_and_grad(net, loss, grad_method, reduction):
+  """``(params, x, y) -> ((loss, output), grads)`` by autodiff or the hand recursion."""
+  if grad_method == "backprop":
+    def vg(params, x, y):
+      out = _backprop.backward(net, loss, params, x, y, reduction)
+      return (out.value, out.trace.h[-1]), out.grads
+    return vg
+
+  def loss_and_output(params, x, y):  # jaxbp.objective, keeping the output for accuracy
+    out = net.apply(params, x)
+    return loss.fn(out, y, reduction), out
+  return jax.value_and_grad(loss_and_output, has_aux=True)
+
+
+def _make_step(net, loss, tx, grad_method, reduction):
+  vg = _value_and_grad(net, loss, grad_method, reduction)
+
+  def step(params, opt_state, x, y):
+    (value, out), grads = vg(params, x, y)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    info = StepInfo(value, accuracy(loss, out, y), global_norm(grads))
+    return optax.apply_updates(params, updates), opt_state, info
+  return step
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2), static_argnames=("grad_method", "reduction"))
+def train_step(net: MLP, loss, tx, params, opt_state, x, y, grad_method="autodiff",
+               reduction="mean"):
+  """One jitted update: ``(params, opt_state, StepInfo)``; ``net``, ``loss`` and ``tx``
+  are static (hashable).
+
+  >>> net, tx = MLP((3, 3, 2, 3)), optimizer("sgd", 0.1)
+  >>> params = net.init(jax.random.PRNGKey(0))
+  >>> params, state, info = train_step(net, "softmax_cross_entropy", tx, params,
+  ...     tx.init(params), jnp.ones((2, 3)), jnp.array([0, 2]))
+  """
+  step = _make_step(net, _losses.get(loss), tx, _check_method(grad_method), reduction)
+  return step(params, opt_state, x, y)
+
+
+def _check_method(grad_method):
+  _check(grad_method in GRAD_METHODS, f"grad_method must be one of {GRAD_METHODS}, got "
+         f"{grad_method!r}.", "training")
+  return grad_method
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1), static_argnames=("reduction",))
+def evaluate(net: MLP, loss, params, x, y, reduction="mean"):
+  """``(loss, accuracy)`` of ``params`` on ``(x, y)``, e.g. a test set."""
+  loss = _losses.get(loss)
+  out = net.apply(params, x)
+  return loss.fn(out, y, reduction), accuracy(loss, out, y)
+
+
+# -- the loop ------------------------------------------------------------------
+
+
+class Fit(NamedTuple):
+  """What :func:`fit` returns: the trained ``params`` and ``opt_state``;
+  ``history``, a :class:`StepInfo` of arrays of length ``steps`` whose row t is
+  measured before update t (with ``tol``, the loop stops at the first row with
+  ``grad_norm <= tol``, keeps that row but not its update, and leaves the rows
+  after it NaN); ``num_steps``, the updates made; ``converged``, whether ``tol``
+  was met (False without ``tol``)."""
+  params: Any
+  opt_state: Any
+  history: StepInfo
+  num_steps: jax.Array
+  converged: jax.Array
+
+
+def _batch_fn(x, y, key, batch_size):
+  """``t -> (x_t, y_t)``: all data, or batch ``t % (n // b)`` of epoch ``t // (n // b)``."""
+  n = x.shape[0]
+  if batch_size == n:
+    return lambda t: (x, y)
+  per_epoch = n // batch_size
+
+  def batch(t):
+    # A fresh permutation for each epoch, from the key folded with the epoch number.
+    perm = jax.random.permutation(jax.random.fold_in(key, t // per_epoch), n)
+    idx = jax.lax.dynamic_slice_in_dim(perm, (t % per_epoch) * batch_size, batch_size)
+    return x[idx], y[idx]
+  return batch
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "net", "loss", "tx", "steps", "batch_size", "tol", "grad_method", "reduction"))
+def _fit(params, x, y, key, *, net, loss, tx, steps, batch_size, tol, grad_method, reduction):
+  step = _make_step(net, loss, tx, grad_method, reduction)
+  batch = _batch_fn(x, y, key, batch_size)
+  opt_state = tx.init(params)
+  if tol is None:
+    def body(carry, t):
+      params, opt_state, info = step(*carry, *batch(t))
+      return (params, opt_state), info
+    (params, opt_state), history = jax.lax.scan(body, (params, opt_state), jnp.arange(steps))
+    return Fit(params, opt_state, history, jnp.asarray(steps), jnp.asarray(False))
+
+  dtype = jax.tree_util.tree_leaves(params)[0].dtype
+  history = StepInfo(*(jnp.full((steps,), jnp.nan, dtype) for _ in StepInfo._fields))
+
+  cond = lambda carry: (carry[0] < steps) & ~carry[-1]
+
+  def body(carry):
+    t, params, opt_state, history, _ = carry
+    new_params, new_state, info = step(params, opt_state, *batch(t))
+    # Seed 001: stop when ||grad f(w)|| <= tol, keeping w (no update from it).
+    stop = info.grad_norm <= tol
+    keep = lambda new, old: jnp.where(stop, old, new)
+    params = jax.tree_util.tree_map(keep, new_params, params)
+    opt_state = jax.tree_util.tree_map(keep, new_state, opt_state)
+    history = StepInfo(*(h.at[t].set(v.astype(dtype)) for h, v in zip(history, info)))
+    return t + 1, params, opt_state, history, stop
+
+  init = (jnp.asarray(0), params, opt_state, history, jnp.asarray(False))
+  t, params, opt_state, history, stop = jax.lax.while_loop(cond, body, init)
+  return Fit(params, opt_state, history, t - stop.astype(t.dtype), stop)
+
+
+def fit(net: MLP, loss, params, x, y, tx: optax.GradientTransformation, *, steps: int,
+        batch_size: Optional[int] = None, key=None, tol: Optional[float] = None,
+        grad_method: str = "autodiff", reduction: str = "mean") -> Fit:
+  """Trains ``params`` for ``steps`` updates in one compiled loop.
+
+  Step t takes a batch, computes ``L`` and ``g = dL/dtheta`` on it and applies
+  ``tx.update``. Returns a :class:`Fit`.
+
+  Args:
+    net, loss, params: the spec, a loss name (or Loss), ``net.init(key)``.
+    x, y: the training data, ``(n, in)`` and ``(n, ...)``.
+    tx: an optax optimizer such as ``optimizer("momentum", 0.01)``; static, so
+      reuse one object to reuse the compiled loop.
+    steps: the number of updates (the budget, with ``tol``).
+    batch_size: None for batch gradient descent, 1 stochastic, b mini-batch.
+    key: a PRNG key for the per-epoch shuffles; needed when ``batch_size < n``.
+    tol: stop at the first batch gradient with global norm ``<= tol`` (seed 001).
+    grad_method: ``"autodiff"`` (``jax.value_and_grad``) or ``"backprop"`` (the
+      hand recursion of :mod:`jaxbp.backprop`): the same numbers either way.
+    reduction: ``"mean"`` or ``"sum"`` over the batch.
+
+  >>> net = MLP((3, 3, 2, 3), "relu")
+  >>> x = jnp.array([[1, 2, 1.5], [3, 4, 2.3], [5, 6, 1.2]]); y = jnp.array([0, 2, 1])
+  >>> out = fit(net, "softmax_cross_entropy", net.init(jax.random.PRNGKey(0)), x, y,
+  ...           optimizer("sgd", 0.01, momentum=0.9), steps=100)
+  >>> out.history.loss.shape
+  (100,)
+  """
+  x, y = jnp.asarray(x), jnp.asarray(y)
+  rows = lambda a: a.shape[0] if a.ndim else 0
+  _check(x.ndim and y.ndim and rows(x) == rows(y), f"x and y need one row per sample, but "
+         f"x has {rows(x)} rows (shape {x.shape}) and y has {rows(y)} (shape {y.shape}).")
+  n, batch_size = x.shape[0], x.shape[0] if batch_size is None else batch_size
+  _check(_is_int(steps) and steps >= 1, f"steps must be an int >= 1, got {steps!r}.")
+  _check(_is_int(batch_size) and 1 <= batch_size <= n, f"batch_size must be an int in "
+         f"[1, {n}] (the number of samples), got {batch_size!r}; None means all {n}.")
+  _check(batch_size == n or key is not None, "mini-batches are reshuffled every epoch "
+         "from a PRNG key: pass key=jax.random.PRNGKey(seed).")
+  _check(tol is None or float(tol) > 0, f"tol must be > 0 or None, got {tol!r}.")
+  _check(isinstance(tx, optax.GradientTransformation), "tx must be an optax "
+         f"GradientTransformation such as optimizer('sgd', 0.1), got {type(tx).__name__}.")
+  net.check_params(params)
+  key = jax.random.PRNGKey(0) if key is None else key  # unused for full batches
+  return _fit(params, x, y, key, net=net, loss=_losses.get(loss), tx=tx, steps=steps,
+              batch_size=batch_size, tol=None if tol is None else float(tol),
+              grad_method=_check_method(grad_method), reduction=reduction)
+
+
+def _is_int(v):
+  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _check(ok, message, where="fit"):
+  if not ok:
+    raise ValueError(f"{where}: {message}")
