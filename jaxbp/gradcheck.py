@@ -48,11 +48,12 @@ class LeafError(NamedTuple):
   relative_error: float
 
 
-def relative_errors(a, b, floor: float = 1e-300):
+def relative_errors(a, b):
   """Per-leaf relative error of ``a`` against the reference ``b``.
 
   The error is normalised by the reference leaf's largest entry, so that a tiny
-  entry next to big ones does not blow up the ratio.
+  entry next to big ones does not blow up the ratio. A reference leaf that is
+  exactly zero (a dead ReLU layer, say) is compared in absolute terms.
   """
   check_same_structure(a, b)
   out = []
@@ -61,7 +62,7 @@ def relative_errors(a, b, floor: float = 1e-300):
     la, lb = np.asarray(la, np.float64), np.asarray(lb, np.float64)
     err = float(np.max(np.abs(la - lb))) if la.size else 0.0
     scale = float(np.max(np.abs(lb))) if lb.size else 0.0
-    out.append(LeafError(jax.tree_util.keystr(path), la.shape, err, err / max(scale, floor)))
+    out.append(LeafError(jax.tree_util.keystr(path), la.shape, err, err / (scale if scale > 0 else 1.0)))
   return out
 
 
