@@ -1,0 +1,109 @@
+"""Bad input across the public API: the right exception, with a message that
+names what was wrong and what is expected. One row per bad input."""
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jaxbp
+from jaxbp import activations, backprop, graph, initializers, losses, meanfield, training
+
+NET = jaxbp.MLP((3, 4, 2))
+STACKED = jaxbp.MLP((3, 4, 4, 4, 2), "tanh", stack=True)
+P = NET.init(jax.random.PRNGKey(0))
+X = jnp.ones((5, 3))
+Y = jnp.zeros((5, 2))
+TX = training.optimizer("sgd", 0.1)
+
+# (id, thunk, exception type, words that must appear in the message)
+CASES = [
+    # -- nets: construction
+    ("sizes-too-few", lambda: jaxbp.MLP((3,)), ValueError, ["at least two", "(3,)"]),
+    ("sizes-empty", lambda: jaxbp.MLP(()), ValueError, ["at least two"]),
+    ("sizes-zero", lambda: jaxbp.MLP((3, 0, 2)), ValueError, ["positive int", "(3, 0, 2)"]),
+    ("sizes-negative", lambda: jaxbp.MLP((3, -4, 2)), ValueError, ["positive int"]),
+    ("sizes-float", lambda: jaxbp.MLP((3, 4.5, 2)), ValueError, ["positive int"]),
+    ("sizes-bool", lambda: jaxbp.MLP((3, True, 2)), ValueError, ["positive int"]),
+    ("unknown-activation", lambda: jaxbp.MLP((3, 2), "swish"), ValueError, ["swish", "tanh", "relu"]),
+    ("activation-wrong-type", lambda: jaxbp.MLP((3, 2), 3.0), TypeError, ["activation", "float"]),
+    ("softmax-hidden", lambda: jaxbp.MLP((3, 4, 2), "softmax"), ValueError, ["softmax", "output_activation"]),
+    ("stack-unequal-widths", lambda: jaxbp.MLP((3, 4, 5, 2), stack=True), ValueError, ["equal hidden widths", "stack=False"]),
+    ("residual-unequal-widths", lambda: jaxbp.MLP((3, 4, 5, 2), residual=True), ValueError, ["equal hidden widths"]),
+    ("bn-eps-zero", lambda: jaxbp.MLP((3, 4, 2), bn_eps=0.0), ValueError, ["bn_eps"]),
+    ("uniform-depth-zero", lambda: jaxbp.MLP.uniform(3, 4, 0, 2), ValueError, ["depth", ">= 1"]),
+    # -- nets: init
+    ("unknown-init", lambda: NET.init(jax.random.PRNGKey(0), "kaiming_magic"), ValueError, ["kaiming_magic", "he", "glorot"]),
+    ("init-wrong-type", lambda: NET.init(jax.random.PRNGKey(0), 2.0), TypeError, ["init"]),
+    # -- nets: apply
+    ("x-wrong-width", lambda: NET.apply(P, jnp.ones((5, 4))), ValueError, ["(5, 4)", "(batch, 3)"]),
+    ("x-1d", lambda: NET.apply(P, jnp.ones(3)), ValueError, ["(3,)", "x[None]"]),
+    ("x-3d", lambda: NET.apply(P, jnp.ones((2, 5, 3))), ValueError, ["(2, 5, 3)"]),
+    ("x-int", lambda: NET.apply(P, jnp.ones((5, 3), jnp.int32)), TypeError, ["floating", "int32"]),
+    ("x-complex", lambda: NET.apply(P, jnp.ones((5, 3), jnp.complex64)), TypeError, ["floating", "complex64"]),
+    ("params-other-net", lambda: NET.apply(jaxbp.MLP((3, 5, 2)).init(jax.random.PRNGKey(0)), X), ValueError, ["(3, 5)", "(3, 4)", "another net"]),
+    ("params-too-few-layers", lambda: NET.apply(P[:1], X), ValueError, ["2 Dense", "got 1"]),
+    ("params-not-a-tuple", lambda: NET.apply({"W": 1}, X), ValueError, ["tuple", "net.init"]),
+    ("params-unstacked-for-stacked", lambda: STACKED.apply(jaxbp.MLP((3, 4, 4, 4, 2), "tanh").init(jax.random.PRNGKey(0)), X), ValueError, ["expected a tuple of 3"]),
+    ("params-bias-for-nobias", lambda: jaxbp.MLP((3, 4, 2), bias=False).apply(P, X), ValueError, ["bias=False"]),
+    ("params-dense-for-batchnorm", lambda: jaxbp.MLP((3, 4, 2), batchnorm=True).apply(P, X), ValueError, ["BatchNormDense", "another net"]),
+    # -- objective / backprop
+    ("y-wrong-shape", lambda: jaxbp.objective(NET, "mse")(P, X, jnp.zeros((5, 3))), ValueError, ["(5, 3)", "(5, 2)"]),
+    ("y-labels-wrong-length", lambda: jaxbp.objective(NET, "softmax_cross_entropy")(P, X, jnp.zeros(4, jnp.int32)), ValueError, ["(4,)", "(5,)"]),
+    ("y-label-out-of-range", lambda: jaxbp.objective(NET, "softmax_cross_entropy")(P, X, jnp.full(5, 7)), ValueError, ["[0, 2)", "7"]),
+    ("unknown-loss", lambda: jaxbp.objective(NET, "hinge"), ValueError, ["hinge", "mse", "softmax_cross_entropy"]),
+    ("objective-reduction-none", lambda: jaxbp.objective(NET, "mse", reduction="none"), ValueError, ["'mean' or 'sum'"]),
+    ("backprop-x-wrong-width", lambda: backprop.value_and_grad(NET, "mse", P, jnp.ones((5, 2)), Y), ValueError, ["(5, 2)", "(batch, 3)"]),
+    ("backprop-bad-reduction", lambda: backprop.grad(NET, "mse", P, X, Y, reduction="avg"), ValueError, ["'avg'"]),
+    ("backprop-y-wrong-shape", lambda: backprop.grad(NET, "mse", P, X, jnp.zeros((5,))), ValueError, ["(5,)", "(5, 2)"]),
+    # -- losses
+    ("loss-bad-reduction", lambda: losses.mse.fn(Y, Y, "median"), ValueError, ["median", "mean"]),
+    ("one-hot-negative", lambda: losses.one_hot(jnp.array([0, -1]), 3), ValueError, ["[0, 3)", "-1"]),
+    ("one-hot-float-labels", lambda: losses.one_hot(jnp.array([0.0, 1.0]), 3), TypeError, ["integers"]),
+    ("one-hot-zero-classes", lambda: losses.one_hot(jnp.array([0]), 0), ValueError, ["num_classes"]),
+    ("loss-int-output", lambda: losses.mse.fn(jnp.ones((2, 2), jnp.int32), Y[:2]), TypeError, ["floating"]),
+    # -- activations / initializers
+    ("leaky-negative-slope", lambda: activations.leaky_relu(-0.1), ValueError, ["negative_slope", ">= 0"]),
+    ("gaussian-negative-variance", lambda: initializers.gaussian(-1.0), ValueError, ["sigma_w2", ">= 0"]),
+    ("gaussian-negative-bias-variance", lambda: initializers.gaussian(1.0, -0.5), ValueError, ["sigma_b2"]),
+    ("gaussian-nan", lambda: initializers.gaussian(float("nan")), ValueError, ["sigma_w2"]),
+    ("orthogonal-negative-gain", lambda: initializers.orthogonal(-1.0), ValueError, ["gain"]),
+    # -- training
+    ("unknown-optimizer", lambda: training.optimizer("adamw2", 0.1), ValueError, ["adamw2", "sgd", "momentum"]),
+    ("lr-zero", lambda: training.optimizer("sgd", 0.0), ValueError, ["learning_rate"]),
+    ("lr-negative", lambda: training.optimizer("sgd", -0.1), ValueError, ["learning_rate"]),
+    ("momentum-negative", lambda: training.optimizer("sgd", 0.1, momentum=-0.5), ValueError, ["momentum"]),
+    ("clip-norm-zero", lambda: training.optimizer("sgd", 0.1, clip_norm=0.0), ValueError, ["clip_norm"]),
+    ("weight-decay-negative", lambda: training.optimizer("sgd", 0.1, weight_decay=-1.0), ValueError, ["weight_decay"]),
+    ("fit-batch-larger-than-data", lambda: training.fit(NET, "mse", P, X, Y, TX, steps=2, batch_size=6, key=jax.random.PRNGKey(0)), ValueError, ["batch_size", "[1, 5]"]),
+    ("fit-batch-zero", lambda: training.fit(NET, "mse", P, X, Y, TX, steps=2, batch_size=0), ValueError, ["batch_size"]),
+    ("fit-xy-lengths-differ", lambda: training.fit(NET, "mse", P, X, Y[:4], TX, steps=2), ValueError, ["5 rows", "4"]),
+    ("fit-steps-zero", lambda: training.fit(NET, "mse", P, X, Y, TX, steps=0), ValueError, ["steps", ">= 1"]),
+    ("fit-unknown-grad-method", lambda: training.fit(NET, "mse", P, X, Y, TX, steps=1, grad_method="magic"), ValueError, ["magic", "autodiff", "backprop"]),
+    # -- meanfield
+    ("meanfield-softmax", lambda: meanfield.chi1("softmax", 1.0, 0.0), ValueError, ["softmax"]),
+    ("meanfield-negative-sigma-w2", lambda: meanfield.chi1("tanh", -1.0, 0.0), ValueError, ["sigma_w2"]),
+    ("meanfield-unknown-activation", lambda: meanfield.chi1("gelu9", 1.0, 0.0), ValueError, ["gelu9", "tanh"]),
+    # -- graph
+    ("graph-unsupported-primitive", lambda: graph.grad(lambda x: jnp.cumsum(x).sum())(jnp.ones(3)), NotImplementedError, ["cumsum"]),
+    ("graph-nonscalar-output", lambda: graph.grad(lambda x: x * 2.0)(jnp.ones(3)), ValueError, ["(3,)", "scalar"]),
+]
+
+
+def test_table_is_large_enough():
+  assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("thunk,exc,words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gets_a_clear_error(thunk, exc, words):
+  with pytest.raises(exc) as info:
+    thunk()
+  message = str(info.value)
+  missing = [w for w in words if w not in message]
+  assert not missing, f"message lacks {missing}: {message!r}"
+
+
+def test_checks_run_at_trace_time_under_jit():
+  # Shape errors surface when jit traces, not as a silent broadcast later.
+  with pytest.raises(ValueError, match=r"\(5, 4\)"):
+    jax.jit(NET.apply)(P, jnp.ones((5, 4)))
+  with pytest.raises(ValueError, match=r"\(5, 3\)"):
+    jax.jit(jaxbp.objective(NET, "mse"))(P, X, jnp.zeros((5, 3)))
