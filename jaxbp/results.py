@@ -297,3 +297,32 @@ def save_run(out_dir, config: Mapping, history, summary=None, grads=None,
   plot_history(history, join("curves.png"), title=str(config.get("name", "")))
   if tensorboard:
     write_tensorboard(join("tensorboard"), history, grads, {"curves": join("curves.png")})
+
+
+# -- user config files ---------------------------------------------------------
+
+
+def read_config(path) -> dict:
+  """A user's config file as a dict, parsed as data: ``.json`` or ``.toml``.
+
+  No eval, exec or unpickling: a config is text, and a string that looks like
+  code stays a string. Anything but a JSON or TOML table is refused.
+  """
+  import tomllib  # Python 3.11+
+
+  suffix = os.path.splitext(str(path))[1].lower()
+  with open(path, "rb") as f:
+    raw = f.read()
+  try:
+    if suffix == ".json":
+      config = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    elif suffix == ".toml":
+      config = tomllib.loads(raw.decode("utf-8"))
+    else:
+      raise ValueError(f"config file {path} must end in .json or .toml, got {suffix or 'no suffix'!r}.")
+  except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"config file {path} is not valid {suffix[1:].upper()}: {e}") from None
+  if not isinstance(config, dict):
+    raise ValueError(f"config file {path} must hold a table/object at the top, got "
+                     f"{type(config).__name__}.")
+  return config

@@ -139,7 +139,7 @@ def _make_step(net, loss, tx, grad_method, reduction):
     (value, out), grads = vg(params, x, y)
     updates, opt_state = tx.update(grads, opt_state, params)
     info = StepInfo(value, accuracy(loss, out, y), global_norm(grads))
-    return optax.apply_updates(params, updates), opt_state, info
+    return optax.apply_updates(params, updates), opt_state, info, _first_bad_layer(value, grads)
   return step
 
 
@@ -155,7 +155,7 @@ def train_step(net: MLP, loss, tx, params, opt_state, x, y, grad_method="autodif
   ...     tx.init(params), jnp.ones((2, 3)), jnp.array([0, 2]))
   """
   step = _make_step(net, _losses.get(loss), tx, _check_method(grad_method), reduction)
-  return step(params, opt_state, x, y)
+  return step(params, opt_state, x, y)[:3]
 
 
 def _check_method(grad_method):
@@ -181,12 +181,37 @@ class Fit(NamedTuple):
   measured before update t (with ``tol``, the loop stops at the first row with
   ``grad_norm <= tol``, keeps that row but not its update, and leaves the rows
   after it NaN); ``num_steps``, the updates made; ``converged``, whether ``tol``
-  was met (False without ``tol``)."""
+  was met (False without ``tol``).
+
+  Overflow: the first step whose loss or gradient is not finite is recorded in
+  ``overflow_step`` and ``overflow_layer`` (the first params entry with a
+  non-finite gradient; ``len(params)`` when only the loss overflowed). That
+  step's update is not applied: ``params`` are the last finite ones, the
+  overflow row of ``history`` is kept as measured and the rows after it are NaN.
+  Both are -1 when nothing overflowed. :func:`status` names the outcome."""
   params: Any
   opt_state: Any
   history: StepInfo
   num_steps: jax.Array
   converged: jax.Array
+  overflow_step: jax.Array
+  overflow_layer: jax.Array
+
+
+def status(result: Fit) -> str:
+  """``"overflow"``, ``"converged"`` or ``"ok"`` (host-side, after the run)."""
+  if int(result.overflow_step) >= 0:
+    return "overflow"
+  return "converged" if bool(result.converged) else "ok"
+
+
+def _first_bad_layer(value, grads):
+  """Index of the first params entry with a non-finite gradient; G if only the
+  loss is non-finite; -1 if everything is finite."""
+  per_layer = jnp.stack([jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf))
+                                            for leaf in jax.tree_util.tree_leaves(p)]))
+                         for p in grads] + [jnp.isfinite(value)])
+  return jnp.where(jnp.all(per_layer), -1, jnp.argmin(per_layer))
 
 
 def _batch_fn(x, y, key, batch_size):
@@ -210,32 +235,52 @@ def _fit(params, x, y, key, *, net, loss, tx, steps, batch_size, tol, grad_metho
   step = _make_step(net, loss, tx, grad_method, reduction)
   batch = _batch_fn(x, y, key, batch_size)
   opt_state = tx.init(params)
-  if tol is None:
-    def body(carry, t):
-      params, opt_state, info = step(*carry, *batch(t))
-      return (params, opt_state), info
-    (params, opt_state), history = jax.lax.scan(body, (params, opt_state), jnp.arange(steps))
-    return Fit(params, opt_state, history, jnp.asarray(steps), jnp.asarray(False))
-
   dtype = jax.tree_util.tree_leaves(params)[0].dtype
   history = StepInfo(*(jnp.full((steps,), jnp.nan, dtype) for _ in StepInfo._fields))
+  no = jnp.asarray(-1)
 
-  cond = lambda carry: (carry[0] < steps) & ~carry[-1]
+  if tol is None:
+    # A fixed number of steps: one lax.scan. After an overflow the remaining
+    # steps still run (a scan cannot stop) but change nothing and log NaN.
+    def scan_body(carry, t):
+      params, opt_state, o_step, o_layer = carry
+      new_params, new_state, info, bad_layer = step(params, opt_state, *batch(t))
+      before = o_step < 0
+      now = before & (bad_layer >= 0)
+      keep = lambda new, old: jnp.where(before & ~now, new, old)
+      info = StepInfo(*(jnp.where(before, v.astype(dtype), jnp.nan) for v in info))
+      return (jax.tree_util.tree_map(keep, new_params, params),
+              jax.tree_util.tree_map(keep, new_state, opt_state),
+              jnp.where(now, t, o_step), jnp.where(now, bad_layer, o_layer)), info
+
+    (params, opt_state, o_step, o_layer), history = jax.lax.scan(
+        scan_body, (params, opt_state, no, no), jnp.arange(steps))
+    made = jnp.where(o_step >= 0, o_step, steps)
+    return Fit(params, opt_state, history, made, jnp.asarray(False), o_step, o_layer)
+
+  # With seed 001's stopping rule: a while_loop that ends inside the compiled
+  # program at the first gradient with norm <= tol (or the first overflow).
+  def cond(carry):
+    t, _, _, _, stop, overflow_step, _ = carry
+    return (t < steps) & ~stop & (overflow_step < 0)
 
   def body(carry):
-    t, params, opt_state, history, _ = carry
-    new_params, new_state, info = step(params, opt_state, *batch(t))
+    t, params, opt_state, history, _, _, _ = carry
+    new_params, new_state, info, bad_layer = step(params, opt_state, *batch(t))
     # Seed 001: stop when ||grad f(w)|| <= tol, keeping w (no update from it).
     stop = info.grad_norm <= tol
-    keep = lambda new, old: jnp.where(stop, old, new)
+    overflow = bad_layer >= 0
+    keep = lambda new, old: jnp.where(stop | overflow, old, new)
     params = jax.tree_util.tree_map(keep, new_params, params)
     opt_state = jax.tree_util.tree_map(keep, new_state, opt_state)
     history = StepInfo(*(h.at[t].set(v.astype(dtype)) for h, v in zip(history, info)))
-    return t + 1, params, opt_state, history, stop
+    return (t + 1, params, opt_state, history, stop, jnp.where(overflow, t, -1),
+            jnp.where(overflow, bad_layer, -1))
 
-  init = (jnp.asarray(0), params, opt_state, history, jnp.asarray(False))
-  t, params, opt_state, history, stop = jax.lax.while_loop(cond, body, init)
-  return Fit(params, opt_state, history, t - stop.astype(t.dtype), stop)
+  init = (jnp.asarray(0), params, opt_state, history, jnp.asarray(False), no, no)
+  t, params, opt_state, history, stop, o_step, o_layer = jax.lax.while_loop(cond, body, init)
+  made = t - (stop | (o_step >= 0)).astype(t.dtype)
+  return Fit(params, opt_state, history, made, stop, o_step, o_layer)
 
 
 def fit(net: MLP, loss, params, x, y, tx: optax.GradientTransformation, *, steps: int,
