@@ -26,6 +26,7 @@ References:
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, NamedTuple, Union
 
 import jax
@@ -55,13 +56,20 @@ def sigmoid_fn(z):
 
 
 def _sigmoid_grad(z):
-  s = sigmoid_fn(z)
+  # s (1 - s) on the small side, s = s(-|z|) <= 1/2, which sigmoid computes to
+  # full relative precision (1 - s in [1/2, 1] then loses nothing): the textbook
+  # s(z) (1 - s(z)) cancels to 0 once s(z) rounds to 1. Keeps s' <= 1/4 exactly.
+  s = sigmoid_fn(-jnp.abs(z))
   return s * (1.0 - s)
 
 
 def _tanh_grad(z):
+  # 1 - t^2 is accurate (and exactly 1 at z = 0) while |t| is small, but cancels
+  # once t rounds towards +-1 (0 in float32 beyond |z| ~ 9). There use
+  # 1 - tanh^2 z = 4 s (1 - s) with s = s(-2|z|), on the small side as in _sigmoid_grad.
   t = jnp.tanh(z)
-  return 1.0 - t * t
+  s = sigmoid_fn(-2.0 * jnp.abs(z))
+  return jnp.where(jnp.abs(z) < 0.5, 1.0 - t * t, 4.0 * s * (1.0 - s))
 
 
 def _relu_fn(z):
@@ -106,7 +114,9 @@ def softmax_jacobian(z):
          [-0.25,  0.25]], dtype=float32)
   """
   p = softmax(z)
-  eye = jnp.eye(p.shape[-1], dtype=p.dtype)
+  n = p.shape[-1]
+  # Give eye the batch axes explicitly: strict rank promotion forbids (n, n) - (..., 1, n).
+  eye = jnp.eye(n, dtype=p.dtype).reshape((1,) * (p.ndim - 1) + (n, n))
   return p[..., :, None] * (eye - p[..., None, :])
 
 
@@ -126,17 +136,22 @@ relu = Activation("relu", _relu_fn, _relu_grad)
 softmax_activation = Activation("softmax", softmax, softmax_jacobian, elementwise=False)
 
 
-@functools.lru_cache(maxsize=None)
 def leaky_relu(negative_slope: float = 0.01) -> Activation:
   """LeakyReLU with slope ``p`` for z < 0: ``phi'(z) = 1 if z > 0 else p``.
 
-  Cached, so that ``leaky_relu(0.1) is leaky_relu(0.1)``: a net spec built with
-  it stays hashable and equal across calls, and jit does not recompile.
+  Cached on ``float(negative_slope)``, so that ``leaky_relu(0.1) is leaky_relu(0.1)``
+  however it is spelled: a net spec built with it stays hashable and equal across
+  calls, and jit does not recompile.
   """
   p = float(negative_slope)
-  if not p >= 0.0:
+  if not (p >= 0.0 and math.isfinite(p)):
     raise ValueError(
-        f"leaky_relu: negative_slope must be >= 0, got {negative_slope!r}.")
+        f"leaky_relu: negative_slope must be >= 0 and finite, got {negative_slope!r}.")
+  return _leaky_relu(p)
+
+
+@functools.lru_cache(maxsize=None)
+def _leaky_relu(p: float) -> Activation:
 
   def fn(z):
     return jnp.where(z > 0, z, p * z)

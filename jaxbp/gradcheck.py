@@ -68,7 +68,9 @@ def relative_errors(a, b):
 
 def max_relative_error(a, b) -> float:
   """The worst :func:`relative_errors` entry (0.0 for empty trees)."""
-  return max((e.relative_error for e in relative_errors(a, b)), default=0.0)
+  # np.max, not max(): a nan leaf must make the result nan (max() drops it).
+  errs = [e.relative_error for e in relative_errors(a, b)]
+  return float(np.max(errs)) if errs else 0.0
 
 
 def check_same_structure(a, b):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from typing import Callable, NamedTuple, Union
 
 import jax
@@ -46,7 +47,7 @@ class Initializer(NamedTuple):
 
 def _check_nonneg(where, **values):
   for name, v in values.items():
-    if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+    if isinstance(v, bool) or not (isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0):
       raise ValueError(f"{where}: {name} must be a finite number >= 0, got {v!r}.")
 
 
@@ -65,7 +66,6 @@ def _normal_weight(variance: Callable[[int, int], float]):
   return weight
 
 
-@functools.lru_cache(maxsize=None)
 def gaussian(sigma_w2: float, sigma_b2: float = 0.0) -> Initializer:
   """``W ~ N(0, sigma_w2 / fan_in)``, ``b ~ N(0, sigma_b2)``: the mean-field form.
 
@@ -73,7 +73,14 @@ def gaussian(sigma_w2: float, sigma_b2: float = 0.0) -> Initializer:
   >>> init.weight(jax.random.PRNGKey(0), (500, 400), jnp.float32).var() * 500  # ~ 1.76
   Array(1.76..., dtype=float32)
   """
+  # Validate before the cache (an equal float's entry must not skip the check),
+  # then cache on floats, so that gaussian(2) is gaussian(sigma_w2=2.0).
   _check_nonneg("gaussian", sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+  return _gaussian(float(sigma_w2), float(sigma_b2))
+
+
+@functools.lru_cache(maxsize=None)
+def _gaussian(sigma_w2: float, sigma_b2: float) -> Initializer:
   return Initializer(f"gaussian(sigma_w2={sigma_w2:g}, sigma_b2={sigma_b2:g})",
                      _normal_weight(lambda fi, fo: sigma_w2 / fi), _normal_bias(sigma_b2))
 
@@ -88,7 +95,6 @@ def _orthogonal_matrix(key, n_in, n_out, dtype):
   return q if n_in >= n_out else q.T
 
 
-@functools.lru_cache(maxsize=None)
 def orthogonal(gain: float = 1.0, sigma_b2: float = 0.0) -> Initializer:
   """``W = gain * Q`` with orthonormal rows or columns (Saxe et al. 2014).
 
@@ -96,6 +102,11 @@ def orthogonal(gain: float = 1.0, sigma_b2: float = 0.0) -> Initializer:
   isometry of Pennington et al. (2017) needs this, not just the right variance.
   """
   _check_nonneg("orthogonal", gain=gain, sigma_b2=sigma_b2)
+  return _orthogonal(float(gain), float(sigma_b2))
+
+
+@functools.lru_cache(maxsize=None)
+def _orthogonal(gain: float, sigma_b2: float) -> Initializer:
 
   def weight(key, shape, dtype):
     lead = shape[:-2]

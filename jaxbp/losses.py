@@ -38,6 +38,7 @@ target is, for the categorical losses (seed 004 passes ``z = [0, 2, 1]``).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple, Union
 
 import jax
@@ -138,13 +139,17 @@ def _make(name, term, term_grad, categorical):
 
   def fn(h, y, reduction="mean"):
     _check_reduction(reduction)
+    h = jnp.asarray(h)
     y = _target(name, h, y, categorical)
     return _reduce(term(h, y), reduction)
 
   def grad(h, y, reduction="mean"):
     _check_reduction(reduction)
+    h = jnp.asarray(h)
     y = _target(name, h, y, categorical)
-    count = h.shape[0] if (categorical and h.ndim > 1) else h.size
+    # The number of terms _reduce divides by: one per example (all axes but the
+    # class axis) for categorical losses, one per element otherwise.
+    count = math.prod(h.shape[:-1]) if categorical else h.size
     return _scale(term_grad(h, y), count, reduction)
 
   return Loss(name, fn, grad, categorical)
