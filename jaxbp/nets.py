@@ -82,7 +82,8 @@ class Trace(NamedTuple):
   Attributes:
     z: pre-activations, one entry per ``Dense``: ``(batch, out)``, or
       ``(L, batch, n)`` for a stacked group.
-    h: activations ``phi(z)``, the same shapes. ``h[-1]`` is the net's output.
+    h: layer outputs, the same shapes: ``phi(z)``, or ``h_{k-1} + phi(z_k)`` for a
+      residual layer. ``h[-1]`` is the net's output.
   """
   z: Tuple[jax.Array, ...]
   h: Tuple[jax.Array, ...]
