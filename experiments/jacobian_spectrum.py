@@ -1,0 +1,47 @@
+"""Singular values of the input-output Jacobian across depth (Saxe et al. 2014;
+Pennington et al. 2017), against the free-probability prediction.
+
+    python experiments/jacobian_spectrum.py --out out/jacobian_spectrum [--quick]
+
+For tanh at criticality (small sigma_b2) and ReLU with He init, each with
+Gaussian and orthogonal weights: histograms of log10 s per depth, the mean and
+variance of s^2 against chi_1^L and L (mu_2/mu_1^2 - 1 - s_1), ``report.md``,
+``spread.json``/``.csv`` and ``config.json``. ``--quick``: width 128, depths
+1, 4, 16, 32, 2 networks per setting.
+"""
+import argparse
+
+import jax
+
+from jaxbp import spectrum
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", required=True, help="output directory")
+  parser.add_argument("--quick", action="store_true", help="the small grid (see above)")
+  parser.add_argument("--config", help="a .json or .toml file of config overrides")
+  parser.add_argument("--width", type=int)
+  parser.add_argument("--depths", type=int, nargs="+")
+  parser.add_argument("--activations", nargs="+")
+  parser.add_argument("--weights", nargs="+", choices=spectrum.WEIGHTS)
+  parser.add_argument("--tanh-sigma-b2", type=float, help="tanh's bias variance (its q*)")
+  parser.add_argument("--seeds", type=int, help="networks per setting")
+  parser.add_argument("--seed", type=int)
+  args = parser.parse_args(argv)
+  jax.config.update("jax_enable_x64", True)   # the product spans many decades
+  config = dict(spectrum.QUICK_CONFIG if args.quick else spectrum.DEFAULT_CONFIG)
+  if args.config:
+    from jaxbp import results
+    config.update(results.read_config(args.config))
+  flags = {k: v for k, v in vars(args).items() if v is not None
+           and k not in ("out", "quick", "config", "tanh_sigma_b2")}
+  config.update(flags)
+  if args.tanh_sigma_b2 is not None:
+    config["sigma_b2"] = {**config["sigma_b2"], "tanh": args.tanh_sigma_b2}
+  out = spectrum.run(config, args.out)
+  print(out["report"])
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,190 @@
+"""The depth sweep on tiny grids: files, theory agreement, resume, devices, bad configs."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from jaxbp import results, sweep
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Two activations, every init, two depths: 4 measurement programs, 22 configurations.
+TINY = dict(activations=("tanh", "relu"), inits=sweep.INITS, sigma_w2=(1.0, 2.5),
+            sigma_b2=(0.0, 0.05), depths=(10,), width=24, batch=4, seeds=(0, 1), skip=2)
+
+
+def _rows(out):
+  return results.read_json(os.path.join(out, "results.json"))["rows"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("sweep"))
+  return out, sweep.run(TINY, out)
+
+
+def test_writes_results_figures_and_report(tiny):
+  out, summary = tiny
+  for name in ("results.csv", "results.json", "config.json", "report.md",
+               "profiles.png", "slopes.png", "phase.png"):
+    assert os.path.getsize(os.path.join(out, name)) > 0, name
+  for name in ("profiles.png", "slopes.png", "phase.png"):
+    with open(os.path.join(out, name), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  data = results.read_json(os.path.join(out, "results.json"))
+  assert data["seeds"] == [0, 1] and data["config"]["width"] == 24
+  assert {"jax", "jaxlib", "platform", "device_kind"} <= set(data["provenance"])
+  rows = data["rows"]
+  n_inits = 2 * 2 + 2 + 2 + 3    # gaussian grid, critical x2, orthogonal_critical x2, named
+  assert len(rows) == summary["configurations"] == 2 * n_inits
+  for r in rows:
+    assert len(data["profiles"][r["key"]]["log_delta_sq_mean"]) == r["depth"] + 1
+  with open(os.path.join(out, "results.csv")) as f:
+    header = f.readline().strip().split(",")
+    assert len(f.readlines()) == len(rows)
+  assert {"slope_measured", "slope_theory", "status", "first_nonfinite_layer"} <= set(header)
+  report = open(os.path.join(out, "report.md")).read()
+  assert "| activation | init |" in report and "predicted ln χ₁" in report
+  he = [r for r in rows if r["activation"] == "relu" and r["init"] == "he" and r["depth"] == 10]
+  assert f"{he[0]['slope_measured']:.4f}" in report
+  # "he" and gaussian(2.0, 0.0) are one computation, stored once.
+  assert summary["distinct"] < summary["configurations"]
+
+
+def test_resume_computes_nothing_and_changes_nothing(tiny):
+  out, _ = tiny
+  store = os.path.join(out, "store")
+  before = {n: os.path.getmtime(os.path.join(store, n)) for n in os.listdir(store)}
+  rows = _rows(out)
+  again = sweep.run(TINY, out, figures=False)
+  assert again["computed"] == 0
+  assert _rows(out) == rows
+  assert {n: os.path.getmtime(os.path.join(store, n)) for n in os.listdir(store)} == before
+
+
+def test_killed_run_resumes_without_losing_a_configuration(tiny, tmp_path, monkeypatch):
+  full_dir, full = tiny
+  saved = []
+  real_save = results.ResultStore.save
+
+  def save_then_die(self, key, record):
+    real_save(self, key, record)
+    saved.append(key)
+    if len(saved) == 2:
+      raise KeyboardInterrupt   # killed right after the second configuration
+  monkeypatch.setattr(results.ResultStore, "save", save_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    sweep.run(TINY, str(tmp_path), figures=False)
+  assert len(os.listdir(tmp_path / "store")) == 2      # both finished ones are on disk
+  monkeypatch.setattr(results.ResultStore, "save", real_save)
+  resumed = sweep.run(TINY, str(tmp_path), figures=False)
+  assert resumed["computed"] == full["computed"] - 2
+  assert _rows(tmp_path) == _rows(full_dir)
+
+
+def test_slopes_agree_with_mean_field_theory(tmp_path):
+  # Width 256, 30 hidden layers (20 fitted), 8 seeds. Tolerance 0.025 nats per
+  # layer = the finite-width bias (~ -2/width ~ -0.008; -0.009 +- 0.004 measured
+  # for relu/He with 32 seeds) plus ~2 standard errors of an 8-seed mean (0.007
+  # for relu, 0.005 for tanh). Measured: relu -0.014, tanh +0.001 and -0.003.
+  config = dict(activations=("tanh", "relu"), inits=("gaussian", "he"),
+                sigma_w2={"tanh": (1.5, 3.0), "relu": ()}, sigma_b2=(0.05,), depths=(30,),
+                width=256, batch=8, seeds=tuple(range(8)), skip=5)
+  sweep.run(config, str(tmp_path), figures=False)
+  rows = {(r["activation"], r["init"], r["sigma_w2"]): r for r in _rows(tmp_path)}
+  checked = [rows["tanh", "gaussian", 1.5], rows["tanh", "gaussian", 3.0], rows["relu", "he", 2.0]]
+  for r in checked:
+    assert r["status"] == "ok"
+    assert abs(r["slope_measured"] - r["slope_theory"]) < 0.025, r
+  assert checked[0]["slope_theory"] < -0.05 and checked[1]["slope_theory"] > 0.15  # both phases
+
+
+def test_overflow_is_recorded_not_raised(tmp_path):
+  # relu with sigma_w2 = 1e12: every layer multiplies the signal by ~7e5, so
+  # float64 overflows in the forward pass around layer 50.
+  config = dict(activations=("relu",), inits=("gaussian",), sigma_w2=(1e12,),
+                sigma_b2=(0.0,), depths=(70,), width=16, batch=2, seeds=(0,), skip=2)
+  summary = sweep.run(config, str(tmp_path))
+  (row,) = _rows(tmp_path)
+  assert row["status"] == "overflow" and row["nonfinite_pass"] == "forward"
+  assert 40 <= row["first_nonfinite_layer"] <= 60
+  assert summary["by_activation"]["relu"]["n"] == 0        # not counted as agreement
+  assert "overflow at layer" in open(tmp_path / "report.md").read()
+
+
+_SHARDED = textwrap.dedent("""
+    import json, sys
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    from jaxbp import sweep
+    assert jax.local_device_count() == 4, jax.devices()
+    summary = sweep.run(json.loads(sys.argv[1]), sys.argv[2], figures=False)
+    print(json.dumps(summary["devices"]))
+""")
+
+
+def test_four_devices_give_the_numbers_of_one(tmp_path):
+  # 3 configurations x 2 seeds = 6 items: not a multiple of 4, so padding is exercised.
+  config = dict(activations=("tanh",), inits=("gaussian",), sigma_w2=(0.5, 1.5, 4.0),
+                sigma_b2=(0.05,), depths=(6,), width=16, batch=3, seeds=(0, 1), skip=1)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", _SHARDED, json.dumps(config), str(tmp_path / "four")],
+                        env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().splitlines()[-1] == "4"
+  sweep.run(config, str(tmp_path / "one"), figures=False)
+  four, one = _rows(tmp_path / "four"), _rows(tmp_path / "one")
+  for a, b in zip(four, one):
+    assert a["key"] == b["key"] and a["status"] == b["status"] == "ok"
+    np.testing.assert_allclose(a["slope_measured"], b["slope_measured"], rtol=1e-12, atol=1e-14)
+  p4 = results.read_json(tmp_path / "four" / "results.json")["profiles"]
+  p1 = results.read_json(tmp_path / "one" / "results.json")["profiles"]
+  for k in p1:
+    np.testing.assert_allclose(p4[k]["log_delta_sq_mean"], p1[k]["log_delta_sq_mean"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("change,match", (
+    ({"activations": ("tanh", "swish")}, "unknown activation 'swish'"),
+    ({"activations": ("softmax",)}, "unknown activation 'softmax'"),
+    ({"inits": ("he", "kaiming_uniform")}, "unknown init 'kaiming_uniform'"),
+    ({"depths": (10, 0)}, "depth must be an int >= 1"),
+    ({"depths": (2.5,)}, "depth must be an int >= 1"),
+    ({"depths": ()}, "depths is empty"),
+    ({"activations": []}, "activations is empty"),
+    ({"seeds": ()}, "seeds is empty"),
+    ({"sigma_w2": (1.0, -2.0)}, "finite numbers >= 0"),
+    ({"inits": ("gaussian",), "sigma_w2": {"relu": (2.0,)}}, "no configurations for 'tanh'"),
+    ({"width": 0}, "width must be an int >= 1"),
+    ({"dtype": "float16"}, "dtype must be one of"),
+    ({"depth": (10,)}, "unknown keys \\['depth'\\]"),
+), ids=("activation", "softmax", "init", "depth0", "depth_float", "no_depths", "no_activations",
+        "no_seeds", "negative_sigma", "empty_gaussian_grid", "width", "dtype", "unknown_key"))
+def test_bad_configs_fail_before_any_compute(change, match, tmp_path, monkeypatch):
+  def no_compute(*args, **kwargs):
+    raise AssertionError("computed before validating")
+  monkeypatch.setattr(sweep, "_sampler", no_compute)
+  monkeypatch.setattr(sweep, "_measurer", no_compute)
+  with pytest.raises(ValueError, match=match):
+    sweep.run(dict(TINY, **change), str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
+
+
+def test_the_script_runs(tmp_path):
+  sys.path.insert(0, str(ROOT / "experiments"))
+  try:
+    import depth_sweep
+  finally:
+    sys.path.pop(0)
+  config = tmp_path / "c.json"
+  config.write_text(json.dumps({"inits": ["he"], "seeds": [3]}))
+  depth_sweep.main(["--out", str(tmp_path / "o"), "--config", str(config),
+                    "--activations", "relu", "--depths", "3", "--width", "8", "--batch", "2"])
+  (row,) = _rows(tmp_path / "o")
+  assert (row["activation"], row["init"], row["depth"], row["width"]) == ("relu", "he", 3, 8)
+  assert results.read_json(tmp_path / "o" / "config.json")["seeds"] == [3]
