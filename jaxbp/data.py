@@ -161,6 +161,7 @@ def run(config: dict, out_dir: str) -> dict:
   tx = optimizer(c["optimizer"], c["learning_rate"], c["momentum"],
                  clip_norm=c["clip_norm"], weight_decay=c["weight_decay"])
   n, bs = d.x_train.shape[0], c["batch_size"] or d.x_train.shape[0]
+  started = time.time()
   start = time.perf_counter()
   out = fit(net, c["loss"], params, d.x_train, d.y_train, tx, steps=c["epochs"] * (n // bs),
             batch_size=bs, key=shuffle_key, grad_method=c["grad_method"])
@@ -172,5 +173,6 @@ def run(config: dict, out_dir: str) -> dict:
         float, evaluate(net, c["loss"], out.params, xs, ys))
   # The final full-batch gradient, for TensorBoard's per-layer histograms.
   grads = jax.jit(jax.grad(_objective(net, c["loss"])))(out.params, d.x_train, d.y_train)
-  _results.save_run(out_dir, c, out.history, summary, grads, tensorboard=c["tensorboard"])
+  _results.save_run(out_dir, c, out.history, summary, grads, tensorboard=c["tensorboard"],
+                    started=started)
   return summary

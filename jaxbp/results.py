@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import tempfile
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -85,6 +86,11 @@ def write_json(path, obj) -> None:
   _atomic_write(path, (text + "\n").encode())
 
 
+def write_text(path, text: str) -> None:
+  """Writes ``text`` (UTF-8), atomically: a report, a table."""
+  _atomic_write(path, text.encode())
+
+
 def _reject_constant(name):
   raise ValueError(f"non-standard JSON constant {name}")
 
@@ -137,8 +143,12 @@ class ResultStore:
   """One JSON file per finished configuration, in ``root``: ``<config_key>.json``.
 
   ``key`` is a config mapping (hashed with :func:`config_key`) or a key string.
-  A file holds ``{"config": ..., "record": ...}``; it appears only once the
-  record is complete, so ``done`` after a crash means really done.
+  A file holds ``{"config": ..., "record": ..., "sha256": ...}``, the checksum
+  taken over the canonical JSON of config and record. It appears only once the
+  record is complete (atomic write), so ``done`` after a crash means really done.
+  A file that does not parse, lacks its checksum or fails it (truncated,
+  edited, damaged on disk) is never used: ``done`` warns, moves it aside to
+  ``<name>.json.damaged`` and answers False, so the configuration is recomputed.
 
   >>> store = ResultStore("/tmp/jaxbp_doc_store")
   >>> store.save({"depth": 10}, {"norm": 0.5})
@@ -154,28 +164,64 @@ class ResultStore:
     name = key if isinstance(key, str) else config_key(key)
     return os.path.join(self.root, name + ".json")
 
+  def _read(self, path):
+    """The entry at ``path``, or None (with a warning, the file moved aside) if damaged."""
+    try:
+      entry = read_json(path)
+      ok = (isinstance(entry, dict) and set(entry) == {"config", "record", "sha256"}
+            and entry["sha256"] == _checksum(entry["config"], entry["record"]))
+      problem = "its checksum does not match its contents"
+    except ValueError as e:
+      ok, problem = False, f"it does not parse ({str(e).split(' (')[0]})"
+    if ok:
+      return entry
+    aside = path + ".damaged"
+    os.replace(path, aside)
+    warnings.warn(f"ResultStore: {path} is damaged: {problem}. Moved it to {aside}; its "
+                  "configuration will be recomputed.", RuntimeWarning, stacklevel=3)
+    return None
+
   def done(self, key) -> bool:
-    return os.path.exists(self.path(key))
+    """True if a complete, intact result for ``key`` is on disk."""
+    path = self.path(key)
+    return os.path.exists(path) and self._read(path) is not None
 
   def save(self, key, record) -> None:
-    write_json(self.path(key), {"config": None if isinstance(key, str) else key,
-                                "record": record})
+    config = None if isinstance(key, str) else _jsonable(key)
+    record = _jsonable(record)
+    write_json(self.path(key), {"config": config, "record": record,
+                                "sha256": _checksum(config, record)})
 
   def load(self, key):
-    if not self.done(key):
-      raise KeyError(f"no result for {key!r} in {self.root}; check store.done(key) first.")
-    return read_json(self.path(key))["record"]
+    path = self.path(key)
+    entry = self._read(path) if os.path.exists(path) else None
+    if entry is None:
+      raise KeyError(f"no intact result for {key!r} in {self.root}; check store.done(key) "
+                     "first.")
+    return entry["record"]
 
   def items(self):
-    """``(config, record)`` for every finished configuration, in file-name order."""
+    """``(config, record)`` for every intact finished configuration, in file-name order
+    (damaged files are warned about and moved aside, as in ``done``)."""
     for name in sorted(os.listdir(self.root)):
       if name.endswith(".json") and not name.startswith("."):
-        entry = read_json(os.path.join(self.root, name))
-        yield entry["config"], entry["record"]
+        entry = self._read(os.path.join(self.root, name))
+        if entry is not None:
+          yield entry["config"], entry["record"]
 
 
-def provenance() -> dict:
-  """Versions, device and time, to save beside every result."""
+def _checksum(config, record) -> str:
+  text = json.dumps({"config": config, "record": record}, sort_keys=True,
+                    separators=(",", ":"), allow_nan=False)
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+def provenance(started: float | None = None) -> dict:
+  """Versions, device and time, to save beside every result.
+
+  ``time`` is now (UTC, ISO 8601); given ``started`` (a ``time.time()`` value),
+  ``started`` and ``finished`` are recorded too.
+  """
   import jax
   import jaxlib
   import jaxbp
@@ -186,8 +232,15 @@ def provenance() -> dict:
       "platform": device.platform, "device_kind": device.device_kind,
       "device_count": jax.device_count(), "python": platform.python_version(),
       "machine": platform.machine(), "x64": bool(jax.config.jax_enable_x64),
-      "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "time": _iso(None),
+      **({"started": _iso(started), "finished": _iso(None)} if started is not None else {}),
   }
+
+
+def _iso(t) -> str:
+  t = datetime.datetime.now(datetime.timezone.utc) if t is None else \
+      datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+  return t.isoformat(timespec="seconds")
 
 
 # -- plots, progress, TensorBoard ----------------------------------------------
@@ -281,14 +334,15 @@ def write_tensorboard(logdir, history=None, grads=None, images=None, step: int =
 
 
 def save_run(out_dir, config: Mapping, history, summary=None, grads=None,
-             tensorboard: bool = False) -> None:
-  """Writes one run: ``config.json``, ``provenance.json``, ``history.csv``,
+             tensorboard: bool = False, started: float | None = None) -> None:
+  """Writes one run: ``config.json``, ``provenance.json`` (with ``started``, a
+  ``time.time()`` value, the start and end times), ``history.csv``,
   ``history.json``, ``curves.png``, ``summary.json`` (if given) and, with
   ``tensorboard=True``, event files under ``out_dir/tensorboard``."""
   os.makedirs(out_dir, exist_ok=True)
   join = lambda name: os.path.join(out_dir, name)
   write_json(join("config.json"), config)
-  write_json(join("provenance.json"), provenance())
+  write_json(join("provenance.json"), provenance(started))
   h = _asdict(history)
   write_csv(join("history.csv"), {"step": np.arange(len(np.asarray(h["loss"]))), **h})
   write_json(join("history.json"), h)

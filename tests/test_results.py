@@ -1,4 +1,5 @@
 """Result files: atomic JSON/CSV, the resumable store, plots, progress bars, TensorBoard."""
+import json
 import os
 import struct
 import sys
@@ -138,3 +139,55 @@ def test_tensorboard_without_the_package_says_what_to_install(tmp_path, monkeypa
   monkeypatch.setitem(sys.modules, "tensorboardX", None)
   with pytest.raises(ImportError, match=r"jaxbp\[tensorboard\]"):
     results.write_tensorboard(tmp_path, HISTORY)
+
+
+def _store_with_one(tmp_path):
+  store = results.ResultStore(tmp_path / "store")
+  config = {"depth": 3, "activation": "relu"}
+  store.save(config, {"norms": [1.0, 2.0]})
+  return store, config, store.path(config)
+
+
+@pytest.mark.parametrize("damage", ("truncate", "edit_value", "drop_checksum", "garbage", "empty"))
+def test_damaged_store_file_is_detected_moved_aside_and_recomputed(tmp_path, damage):
+  store, config, path = _store_with_one(tmp_path)
+  text = open(path).read()
+  entry = json.loads(text)
+  if damage == "truncate":
+    text = text[:len(text) // 2]
+  elif damage == "edit_value":     # still valid JSON: only the checksum can tell
+    entry["record"]["norms"][1] = 2.5
+    text = json.dumps(entry)
+  elif damage == "drop_checksum":
+    del entry["sha256"]
+    text = json.dumps(entry)
+  elif damage == "garbage":
+    text = "\x00\x01 not json"
+  else:
+    text = ""
+  with open(path, "w") as f:
+    f.write(text)
+  with pytest.warns(RuntimeWarning, match="damaged.*recomputed"):
+    assert not store.done(config)
+  assert not os.path.exists(path) and os.path.exists(path + ".damaged")
+  with pytest.raises(KeyError, match="no intact result"):
+    store.load(config)
+  assert list(store.items()) == []          # never used silently
+  store.save(config, {"norms": [1.0, 2.0]})  # the recomputation
+  assert store.done(config) and store.load(config) == {"norms": [1.0, 2.0]}
+
+
+def test_store_items_skip_a_damaged_file_with_a_warning(tmp_path):
+  store, config, path = _store_with_one(tmp_path)
+  store.save({"depth": 4}, {"norms": [0.5]})
+  with open(path, "a") as f:
+    f.write("x")
+  with pytest.warns(RuntimeWarning, match="does not parse"):
+    assert list(store.items()) == [({"depth": 4}, {"norms": [0.5]})]
+
+
+def test_provenance_records_start_and_end(tmp_path):
+  import time
+  t0 = time.time() - 60
+  p = results.provenance(started=t0)
+  assert p["started"] < p["finished"] == p["time"]
