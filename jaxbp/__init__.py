@@ -6,13 +6,17 @@ Pure-function MLPs and losses, hand-derived delta recursions checked against
 from jaxbp import activations
 from jaxbp import backprop
 from jaxbp import data
+from jaxbp import diagnostics
 from jaxbp import gradcheck
 from jaxbp import graph
 from jaxbp import initializers
 from jaxbp import landscapes
 from jaxbp import losses
 from jaxbp import meanfield
+from jaxbp import remedies
 from jaxbp import results
+from jaxbp import spectrum
+from jaxbp import sweep
 from jaxbp import training
 from jaxbp.nets import MLP
 from jaxbp.nets import BatchNormDense
@@ -33,14 +37,18 @@ __all__ = (
     "activations",
     "backprop",
     "data",
+    "diagnostics",
     "gradcheck",
     "graph",
     "initializers",
     "landscapes",
     "losses",
     "meanfield",
+    "remedies",
     "optimizer",
     "results",
+    "spectrum",
+    "sweep",
     "training",
     "objective",
     "fit",

@@ -365,7 +365,8 @@ def run(config: dict, out_dir: str) -> dict:
   c = check_config(config)
   os.makedirs(out_dir, exist_ok=True)
   _results.write_json(os.path.join(out_dir, "config.json"), c)
-  _results.write_json(os.path.join(out_dir, "provenance.json"), _results.provenance())
+  started = time.time()
+  _results.write_json(os.path.join(out_dir, "provenance.json"), _results.provenance(started))
   store = _results.ResultStore(os.path.join(out_dir, "store"))
   grid = [(ds, name, depth) for ds in c["datasets"] for depth in c["depths"]
           for name in c["settings"]]
@@ -392,10 +393,8 @@ def run(config: dict, out_dir: str) -> dict:
     _plot_accuracy(c, ds, rows, os.path.join(out_dir, f"accuracy_vs_depth_{ds}.png"))
     _plot_profiles(c, ds, records, os.path.join(out_dir, f"grad_profiles_{ds}.png"))
   report = _report(c, rows)
-  tmp = os.path.join(out_dir, ".report.md.tmp")
-  with open(tmp, "w") as f:
-    f.write(report)
-  os.replace(tmp, os.path.join(out_dir, "report.md"))
+  _results.write_text(os.path.join(out_dir, "report.md"), report)
+  _results.write_json(os.path.join(out_dir, "provenance.json"), _results.provenance(started))
   return {"rows": rows, "report": report}
 
 

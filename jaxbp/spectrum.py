@@ -407,7 +407,8 @@ def run(config: dict, out_dir: str) -> dict:
   settings = c.pop("_settings")
   os.makedirs(out_dir, exist_ok=True)
   _results.write_json(os.path.join(out_dir, "config.json"), c)
-  _results.write_json(os.path.join(out_dir, "provenance.json"), _results.provenance())
+  started = time.time()
+  _results.write_json(os.path.join(out_dir, "provenance.json"), _results.provenance(started))
   store = _results.ResultStore(os.path.join(out_dir, "store"))
   rows, svals = [], {}
   key = jax.random.PRNGKey(c["seed"])
@@ -436,9 +437,8 @@ def run(config: dict, out_dir: str) -> dict:
   _plot_histograms(svals, c["depths"], os.path.join(out_dir, "histograms.png"))
   _plot_spread(rows, os.path.join(out_dir, "spread.png"))
   report = _report(c, settings, rows)
-  with open(os.path.join(out_dir, "report.md.tmp"), "w") as f:
-    f.write(report)
-  os.replace(os.path.join(out_dir, "report.md.tmp"), os.path.join(out_dir, "report.md"))
+  _results.write_text(os.path.join(out_dir, "report.md"), report)
+  _results.write_json(os.path.join(out_dir, "provenance.json"), _results.provenance(started))
   return {"rows": rows, "report": report}
 
 

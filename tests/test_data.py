@@ -49,14 +49,15 @@ def test_split_checks_lengths():
 def test_mlp_reaches_95_percent_on_digits(tmp_path):
   # The README's figure: (64, 64, 10) ReLU, He init, SGD + momentum 0.9, lr 0.05,
   # batches of 32, 20 epochs (880 steps).
-  start = time.perf_counter()
+  # Its speed (~1 s on 2 cores) is a benchmark figure, not asserted here.
   summary = data.run({}, str(tmp_path))
-  assert time.perf_counter() - start < 30
   assert summary["test_accuracy"] >= 0.95, summary
   assert summary["steps"] == 20 * (1438 // 32)
   for name in ("config.json", "provenance.json", "history.csv", "history.json",
                "curves.png", "summary.json"):
     assert (tmp_path / name).exists(), name
+  prov = json.loads((tmp_path / "provenance.json").read_text())
+  assert prov["started"] <= prov["finished"] and prov["jax"] and prov["device_kind"]
   config = json.loads((tmp_path / "config.json").read_text())
   assert config["sizes"] == [64, 64, 10] and config["learning_rate"] == 0.05
 

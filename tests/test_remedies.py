@@ -51,6 +51,8 @@ def test_quick_grid_remedy_trains_baseline_fails_overflow_recorded(tmp_path, mon
                "grad_profiles_digits.png"):
     assert (out / name).stat().st_size > 0, name
   assert jaxbp.results.read_json(out / "config.json")["depths"] == [20]
+  prov = jaxbp.results.read_json(out / "provenance.json")
+  assert prov["started"] <= prov["finished"] and prov["jaxlib"]
   for name, record in records.items():
     assert np.shape(record["grad_norms_start"]) == (4, 21)   # ||dL/dW_k||, k = 1 .. 21
     assert np.shape(record["curve"]) == (4, 60)
