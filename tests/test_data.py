@@ -1,7 +1,6 @@
 """Data: the bundled digits (split, standardised, >= 95% test accuracy), spirals, teacher."""
 import json
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
