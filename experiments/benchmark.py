@@ -451,61 +451,37 @@ MEMORY_VARIANTS = ("autodiff, scan", "autodiff, scan + remat", "autodiff, scan +
 def _block_size(layers: int, h_bytes: int = 1, w_bytes: int = 0) -> int:
   """The divisor k of ``layers`` minimising what block remat holds at once.
 
-  That is the saved block inputs (``layers / k`` arrays h), one block's
-  recomputed residuals (~3 h per layer) and the block's weights and weight
-  gradients, which the outer scan slices into buffers (2 W per layer).
+  Block remat is the library's ``MLP(remat=k)``: the L stacked layers run as a
+  scan over blocks of k, each under ``jax.checkpoint`` (Chen et al. 2016,
+  "Training deep nets with sublinear memory cost"). It holds the saved block
+  inputs (``layers / k`` arrays h), one block's recomputed residuals (~3 h per
+  layer) and the block's weights and weight gradients, which are sliced into
+  buffers per block (2 W per layer). With weights negligible the best k is
+  ~sqrt(L / 3), O(sqrt L) memory; with wide layers (W = 4 h at width 1024,
+  batch 256) smaller blocks win. A divisor, so that no shorter last block is needed.
   """
   divisors = [k for k in range(1, layers + 1) if layers % k == 0]
   cost = lambda k: layers / k * h_bytes + k * (3 * h_bytes + 2 * w_bytes)
   return min(divisors, key=lambda k: (cost(k), -k))   # ties: fewer, larger blocks
 
 
-def block_remat_objective(net, block: int):
-  """MSE objective of a stacked net with the hidden layers checkpointed in blocks.
-
-  A prototype of what ``nets.py`` could offer (not in the library): the L stacked
-  layers run as an outer ``lax.scan`` over L / block blocks, each block an inner
-  scan under ``jax.checkpoint``. The backward pass keeps only every block's input
-  ``h`` (L / block arrays) and recomputes one block at a time (its ~3 residuals
-  per layer), so saved activations go from ~3 L to ~L / block + 3 block arrays:
-  O(sqrt L) (Chen et al. 2016, "Training deep nets with sublinear memory cost").
-  """
-  phi, loss = net.phi, jaxbp.losses.get("mse")
-
-  def layer(h, p):
-    return phi.fn(h @ p.W + p.b[None, :]), None
-
-  @jax.checkpoint
-  def run_block(h, p):
-    return jax.lax.scan(layer, h, p)[0], None
-
-  def loss_fn(params, x, y):
-    first, hidden, last = params
-    L = hidden.W.shape[0]
-    blocks = jax.tree_util.tree_map(lambda a: a.reshape((L // block, block) + a.shape[1:]), hidden)
-    h = phi.fn(x @ first.W + first.b[None, :])
-    h, _ = jax.lax.scan(run_block, h, blocks)
-    return loss.fn(net.phi_out.fn(h @ last.W + last.b[None, :]), y)
-
-  return loss_fn
-
-
 def _memory_block(depth, width, batch) -> int:
   return _block_size(depth - 1, batch * width, width * width)
 
 
-def _objective(variant: str, net, batch):
+def _remat(variant: str, depth: int, width: int, batch: int):
+  """The ``MLP(remat=...)`` of a memory variant: False, True (per layer) or k (blocks)."""
   if variant == "autodiff, scan + block remat":
-    return block_remat_objective(net, _memory_block(net.num_layers - 1, net.sizes[1], batch))
-  return jaxbp.objective(net, "mse")
+    return _memory_block(depth, width, batch)
+  return variant == "autodiff, scan + remat"
 
 
 def _grad_program(variant: str, depth: int, width: int, batch: int):
   """(net, grad function) of one memory variant; all are stacked tanh nets."""
-  net = _net(width, depth, stack=True, remat=variant == "autodiff, scan + remat")
+  net = _net(width, depth, stack=True, remat=_remat(variant, depth, width, batch))
   if variant == "hand recursion, scan":
     return net, functools.partial(backprop.grad, net, "mse")
-  return net, jax.grad(_objective(variant, net, batch))
+  return net, jax.grad(jaxbp.objective(net, "mse"))
 
 
 def _lean_init(net, key):
@@ -553,9 +529,8 @@ def memory_child(spec: dict) -> dict:
       from jax.ad_checkpoint import saved_residuals
     except ImportError:       # jax 0.10 keeps it private; print_saved_residuals is its printer
       from jax._src.ad_checkpoint import saved_residuals
-    f = _objective(variant, net, batch)
-    # Arguments, and reshapes of them (block remat's view of the stacked
-    # weights, a bitcast in XLA), are not extra memory.
+    f = jaxbp.objective(net, "mse")
+    # Arguments, and reshapes of them (views, bitcasts in XLA), are not extra memory.
     saved = sum(int(np.prod(aval.shape)) * aval.dtype.itemsize
                 for aval, why in saved_residuals(f, params, x, y)
                 if "from the argument" not in why and "output of reshape" not in why)
@@ -794,29 +769,16 @@ def sweep(config: Config) -> dict:
 
 # -- 5. per-example gradients --------------------------------------------------
 
-
-def per_example_from_deltas(net, params, x, y):
-  """Per-example gradients of the MSE objective from one batched hand-recursion pass.
-
-  A prototype of what the library could offer (not in it): ``backprop.backward``
-  with ``reduction="sum"`` gives every example's own ``delta_k``, and its
-  gradient is ``dW_k = h_{k-1}^T delta_k`` taken per example, an outer
-  product ``einsum("bi,bj->bij")`` written straight into the ``(batch, in,
-  out)`` result. Divided by the output width: each example's loss is a mean
-  over its outputs, as ``objective(net, "mse")`` on a batch of one.
-  """
-  out = backprop.backward(net, "mse", params, x, y, reduction="sum")
-  scale = 1.0 / net.sizes[-1]
-  h_ins = (x,) + out.trace.h[:-1]
-  return tuple(Dense(jnp.einsum("bi,bj->bij", h, d) * scale, d * scale)
-               for h, d in zip(h_ins, out.deltas))
+PER_EXAMPLE_LIB = "backprop.per_example_grads (hand deltas + einsum)"
 
 
 def per_example(config: Config) -> dict:
   """Section 5: per-example gradients, ``vmap(grad)`` against a loop of jitted grads.
 
-  Also times :func:`per_example_from_deltas`: the same numbers without the
-  layout copies XLA adds to ``vmap(grad)`` (see the HLO counts in the results).
+  Also times ``jaxbp.backprop.per_example_grads``: the same numbers from one
+  batched hand delta recursion and an outer product per layer
+  (``einsum("bi,bj->bij", h_{k-1}, delta_k)``), without the layout copies XLA
+  adds to ``vmap(grad)`` (see the HLO counts in the results).
   """
   width, batch = config.per_example_width, config.per_example_batch
   net = _net(width, config.per_example_depth)
@@ -826,7 +788,7 @@ def per_example(config: Config) -> dict:
   # One example is a batch of one inside vmap: x_i (width,) -> x_i[None].
   vmapped = jax.jit(jax.vmap(lambda p, xi, yi: grad(p, xi[None], yi[None]), (None, 0, 0)))
   one = jax.jit(grad)
-  from_deltas = jax.jit(functools.partial(per_example_from_deltas, net))
+  from_deltas = jax.jit(functools.partial(backprop.per_example_grads, net, "mse"))
   xs = [x[i:i + 1] for i in range(batch)]       # sliced before timing: no slicing in the loop
   ys = [y[i:i + 1] for i in range(batch)]
 
@@ -836,15 +798,19 @@ def per_example(config: Config) -> dict:
 
   ref = jax.tree_util.tree_leaves(vmapped(params, x, y))
   errors = {"loop of jitted grads": _max_rel_err(ref, jax.tree_util.tree_leaves(loop())),
-            "hand deltas + einsum (prototype)": _max_rel_err(
+            PER_EXAMPLE_LIB: _max_rel_err(
                 ref, jax.tree_util.tree_leaves(from_deltas(params, x, y)))}
   times = benchmarking.time_interleaved(
       {"vmap(grad)": lambda: vmapped(params, x, y), "loop of jitted grads": loop,
-       "hand deltas + einsum (prototype)": lambda: from_deltas(params, x, y)},
+       PER_EXAMPLE_LIB: lambda: from_deltas(params, x, y)},
       config.repeats, config.warmup, config.min_time)
   out = {"width": width, "depth": config.per_example_depth, "batch": batch, "times": times,
          "max_rel_err": errors, "gradient_bytes": sum(a.size * 4 for a in ref),
-         "speedup": times["loop of jitted grads"]["median_s"] / times["vmap(grad)"]["median_s"]}
+         "speedup": times["loop of jitted grads"]["median_s"] / times["vmap(grad)"]["median_s"],
+         "per_example_grads_speedup": times["loop of jitted grads"]["median_s"]
+                                      / times[PER_EXAMPLE_LIB]["median_s"],
+         "per_example_grads_over_vmap_time": times[PER_EXAMPLE_LIB]["median_s"]
+                                             / times["vmap(grad)"]["median_s"]}
   if not config.quick:      # two more compilations, only to read their HLO
     out["hlo_vmap_grad"] = _hlo_summary(vmapped.lower(params, x, y).compile())
     out["hlo_from_deltas"] = _hlo_summary(from_deltas.lower(params, x, y).compile())
@@ -917,6 +883,9 @@ def targets(res: dict) -> list:
                  f"{block[d]['xla_temp'] / 2**20:.0f} MiB = "
                  f"{block[d]['xla_temp'] / plain[d]['xla_temp']:.3f}, step peak ratio "
                  f"{block[d]['step_extra'] / plain[d]['step_extra']:.2f}")
+      note += (f"; the gradients (= parameter size) alone are "
+               f"{plain[d]['param_bytes'] / plain[d]['step_extra']:.2f} of the no-remat peak, "
+               "a floor no remat can go below")
       out.append(_target(f"remat peak memory at depth {d} <= 1/4 of without", ratio, 0.25,
                          ratio <= 0.25, note))
     else:
@@ -937,9 +906,13 @@ def targets(res: dict) -> list:
                        note))
   pe = res.get("per_example")
   if pe:
+    note = f"batch {pe['batch']}, width {pe['width']}, depth {pe['depth']}"
+    if "per_example_grads_speedup" in pe:
+      note += (f"; backprop.per_example_grads (hand deltas + einsum): "
+               f"{pe['per_example_grads_speedup']:.1f}x the loop, "
+               f"{pe['per_example_grads_over_vmap_time']:.2f} of vmap(grad)'s time")
     out.append(_target("vmap(grad) >= 20x faster than the loop", pe["speedup"], 20.0,
-                       pe["speedup"] >= 20, f"batch {pe['batch']}, width {pe['width']}, "
-                                            f"depth {pe['depth']}"))
+                       pe["speedup"] >= 20, note))
   return out
 
 
@@ -1031,20 +1004,38 @@ def markdown(res: dict) -> str:
               "there); it includes the gradients themselves (= parameter size). *XLA temp*: the "
               "compiled program's temporary buffers (activations kept for the backward pass and "
               "scratch). *saved residuals*: what autodiff stores for the backward pass "
-              f"(`saved_residuals`, arguments excluded). One h is {_mib(mem['h_bytes'])} MiB.", "",
+              f"(`saved_residuals`, arguments excluded). One h is {_mib(mem['h_bytes'])} MiB. "
+              "*block remat (k)* is `MLP(stack=True, remat=k)`: the stacked layers checkpointed "
+              "in blocks of k, only every k-th activation saved (k minimises saved block inputs "
+              "+ one block's recomputed activations + one block's sliced weights and weight "
+              "gradients; ~sqrt(depth / 3) if the weights were negligible). The two ratio "
+              "columns divide by *autodiff, scan* (no remat) at the same depth: *peak ratio* "
+              "the whole step peak, *activation ratio* the XLA temporaries. The gradients are "
+              "part of every step's peak and are as large as the parameters, so remat cannot "
+              "bring the total below (parameter size) / (no-remat peak): that floor is the "
+              "*gradient floor* column, and only the activation ratio can approach 0.", "",
               "| variant | depth | params MiB | step peak MiB | XLA temp MiB "
-              "| XLA temp / (depth·h) | saved residuals MiB | XLA output MiB | step s |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| XLA temp / (depth·h) | saved residuals MiB | XLA output MiB | step s "
+              "| peak ratio | activation ratio | gradient floor |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    plain_rows = mem["rows"].get("autodiff, scan", {})
     for name, row in mem["rows"].items():
       for d, r in row.items():
         if "skipped" in r:
-          lines.append(f"| {name} | {d} | {r['skipped']} | | | | | | |")
+          lines.append(f"| {name} | {d} | {r['skipped']} | | | | | | | | | |")
           continue
         label = name + (f" (k={r['block']})" if r.get("block") else "")
+        base = plain_rows.get(d)
+        if base and "skipped" not in base:
+          ratios = (f"{r['step_extra'] / base['step_extra']:.2f} | "
+                    f"{r['xla_temp'] / base['xla_temp']:.3f} | "
+                    f"{r['param_bytes'] / base['step_extra']:.2f}")
+        else:
+          ratios = "- | - | -"
         lines.append(f"| {label} | {d} | {_mib(r['param_bytes'])} | {_mib(r['step_extra'])} | "
                      f"{_mib(r['xla_temp'])} | {r['xla_temp'] / (int(d) * mem['h_bytes']):.2f} | "
                      f"{_mib(r['saved_residuals'])} | "
-                     f"{_mib(r['xla_output'])} | {r['step_s']:.2f} |")
+                     f"{_mib(r['xla_output'])} | {r['step_s']:.2f} | {ratios} |")
     lines.append("")
   if res.get("sweep"):
     lines += ["## 4. Depth-sweep grid", "",
@@ -1075,10 +1066,13 @@ def markdown(res: dict) -> str:
   if pe:
     lines += ["## 5. Per-example gradients", "",
               f"tanh MLP depth {pe['depth']}, width {pe['width']}, batch {pe['batch']}.", "",
-              "| method | ms per batch | time / vmap(grad) |", "|---|---:|---:|"]
+              "| method | ms per batch | time / vmap(grad) | speedup over the loop |",
+              "|---|---:|---:|---:|"]
     v = pe["times"]["vmap(grad)"]["median_s"]
+    loop_s = pe["times"]["loop of jitted grads"]["median_s"]
     for name, t in pe["times"].items():
-      lines.append(f"| {name} | {_ms(t['median_s'])} | {t['median_s'] / v:.2f} |")
+      lines.append(f"| {name} | {_ms(t['median_s'])} | {t['median_s'] / v:.2f} | "
+                   f"{loop_s / t['median_s']:.1f}x |")
     hlo = (f" Optimised HLO (counts): vmap(grad) {pe['hlo_vmap_grad']}; from deltas "
            f"{pe['hlo_from_deltas']}." if "hlo_vmap_grad" in pe else "")
     lines += ["", f"The per-example gradients are {_mib(pe['gradient_bytes'])} MiB.{hlo} "

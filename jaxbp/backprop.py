@@ -24,6 +24,10 @@ loss goes through the full Jacobian ``p_i (delta_ij - p_j)`` (seed 000 §7.3).
 Stacked hidden layers are walked by a reversed ``lax.scan``, mirroring the
 forward scan of :class:`jaxbp.nets.MLP` layer for layer.
 
+The batched deltas also give every example's own gradient without a batch of
+backward passes: ``dW_k[i] = outer(h_{k-1}[i], delta_k[i])``
+(:func:`per_example_grads`).
+
 >>> import jax, jax.numpy as jnp, jaxbp
 >>> net = jaxbp.MLP((3, 3, 2, 3), "relu")
 >>> params = net.init(jax.random.PRNGKey(0))
@@ -95,10 +99,12 @@ def _batch_norm_backward(delta, u, gamma, eps):
   return du, jnp.sum(delta * uhat, axis=0)
 
 
-def _layer_backward(net: MLP, g: int, p, h_in, z, g_out):
+def _layer_backward(net: MLP, g: int, p, h_in, z, g_out, param_grads: bool = True):
   """One layer, top to bottom: dL/dh_k -> (delta_k, param grads, dL/dh_{k-1}).
 
-  For the output layer ``g_out`` is delta_K itself.
+  For the output layer ``g_out`` is delta_K itself. With ``param_grads=False``
+  the batch-summed parameter gradients are not formed (``None``): only the
+  deltas are wanted (:func:`per_example_grads`).
   """
   if net.is_hidden(g):
     delta = g_out * net.phi.grad(z)
@@ -106,17 +112,19 @@ def _layer_backward(net: MLP, g: int, p, h_in, z, g_out):
     delta = g_out
   if net.is_batchnorm(g):
     du, d_gamma = _batch_norm_backward(delta, h_in @ p.W, p.gamma, net.bn_eps)
-    grads = type(p)(h_in.T @ du, d_gamma, jnp.sum(delta, axis=0))
+    grads = type(p)(h_in.T @ du, d_gamma, jnp.sum(delta, axis=0)) if param_grads else None
   else:
     du = delta
-    grads = Dense(h_in.T @ delta, jnp.sum(delta, axis=0) if p.b is not None else None)
+    grads = (Dense(h_in.T @ delta, jnp.sum(delta, axis=0) if p.b is not None else None)
+             if param_grads else None)
   g_in = du @ p.W.T
   if net.is_residual(g):
     g_in = g_in + g_out       # the identity skip passes dL/dh_k straight down
   return delta, grads, g_in
 
 
-def backward(net: MLP, loss, params, x, y, reduction: str = "mean") -> Backward:
+def backward(net: MLP, loss, params, x, y, reduction: str = "mean",
+             param_grads: bool = True) -> Backward:
   """Runs the forward pass, then the delta recursion from the output back.
 
   Carries ``dL/dh_k`` down the net; every layer turns it into its
@@ -131,6 +139,8 @@ def backward(net: MLP, loss, params, x, y, reduction: str = "mean") -> Backward:
     x: inputs ``(batch, sizes[0])``.
     y: targets, the output's shape (or integer labels for categorical losses).
     reduction: ``"mean"`` or ``"sum"``.
+    param_grads: False skips the batch-summed parameter gradients (``grads`` is
+      then a tuple of ``None``); the deltas and the trace are unchanged.
 
   Returns:
     A :class:`Backward` with the loss, the gradients and every delta_k.
@@ -156,13 +166,14 @@ def backward(net: MLP, loss, params, x, y, reduction: str = "mean") -> Backward:
 
       def step(g_h, xs, g=g):
         p, h_in, z = xs
-        delta, grads, g_in = _layer_backward(net, g, p, h_in, z, g_h)
+        delta, grads, g_in = _layer_backward(net, g, p, h_in, z, g_h, param_grads)
         return g_in, (delta, grads)
 
       g_h, (deltas[g], grads[g]) = jax.lax.scan(
           step, g_h, (params[g], h_ins, tr.z[g]), reverse=True)
     else:
-      deltas[g], grads[g], g_h = _layer_backward(net, g, params[g], h_in, tr.z[g], g_h)
+      deltas[g], grads[g], g_h = _layer_backward(net, g, params[g], h_in, tr.z[g], g_h,
+                                                 param_grads)
   return Backward(value, tuple(grads), tuple(deltas), tr)
 
 
@@ -183,6 +194,81 @@ def grad(net: MLP, loss, params, x, y, reduction: str = "mean"):
 def deltas(net: MLP, loss, params, x, y, reduction: str = "mean"):
   """delta_k = dL/dz_k for every layer, aligned with the params tuple."""
   return backward(net, loss, params, x, y, reduction).deltas
+
+
+def per_example_grads(net: MLP, loss, params, x, y, reduction: str = "mean"):
+  """Every example's own gradient, from one batched pass of the delta recursion.
+
+  Convention: row i of the result is the gradient of example i's own loss term,
+  ``loss.fn(h_K[i:i+1], y[i:i+1], reduction)``: the objective on a batch of one.
+  It equals ``jax.vmap(jax.grad(objective(net, loss, reduction)))`` applied to
+  single-example batches ``x[i][None], y[i][None]``, and summing it over the
+  batch gives the ``reduction="sum"`` gradient of the whole batch. With
+  ``reduction="mean"`` an elementwise loss (MSE, binary cross-entropy) is a mean
+  over the example's outputs, so every term is the summed one divided by the
+  output width; a categorical loss has one term per example and is unchanged.
+  (It is *not* the batch-mean gradient's per-example share, which would carry an
+  extra ``1 / batch``.)
+
+  How: ``backward(..., reduction="sum")`` gives every example's own
+  ``delta_k`` (a row of the batched delta, since examples do not interact), and
+  the batch-summed ``dL/dW_k = h_{k-1}^T delta_k`` taken per example is an outer
+  product, ``dW_k[i] = outer(h_{k-1}[i], delta_k[i])``: one
+  ``einsum("bi,bj->bij")`` per group, ``db_k[i] = delta_k[i]``. No batch of
+  single-example backward passes, and no layout copies.
+
+  Args:
+    net: the network spec. Batch-normalised nets are refused: their batch
+      statistics couple the examples, so an example has no gradient of its own.
+    loss: a loss name or ``jaxbp.losses.Loss``.
+    params: ``net.init(...)``-shaped parameters.
+    x: inputs ``(batch, sizes[0])``.
+    y: targets, the output's shape (or integer labels for categorical losses).
+    reduction: ``"mean"`` or ``"sum"``, of each example's own loss.
+
+  Returns:
+    The params' pytree with a leading batch axis on every leaf: ``W``
+    ``(batch, in, out)``, ``b`` ``(batch, out)``; a stacked group's leaves are
+    ``(batch, L, n, n)`` and ``(batch, L, n)``.
+
+  >>> import jax, jax.numpy as jnp, jaxbp
+  >>> net = jaxbp.MLP((3, 4, 2), "tanh")
+  >>> params = net.init(jax.random.PRNGKey(0))
+  >>> g = per_example_grads(net, "mse", params, jnp.ones((5, 3)), jnp.zeros((5, 2)))
+  >>> g[0].W.shape, g[0].b.shape
+  ((5, 3, 4), (5, 4))
+  """
+  if net.batchnorm:
+    raise ValueError(
+        f"per_example_grads: {net} uses batchnorm=True, whose batch mean and variance "
+        "couple the examples: an example's loss depends on every other example, so there "
+        "is no per-example gradient. Use a net without batch norm (or jax.vmap(jax.grad) "
+        "over batches of one, which normalises each example by itself).")
+  loss = _losses.get(loss)
+  if reduction not in ("mean", "sum"):
+    raise ValueError(f"backprop: reduction must be 'mean' or 'sum', got {reduction!r}.")
+  out = backward(net, loss, params, x, y, "sum", param_grads=False)
+  x = jnp.asarray(x)
+  # Each example's loss term is a sum over its outputs, or one categorical term.
+  count = 1 if loss.categorical else net.sizes[-1]
+  scale = 1.0 / count if reduction == "mean" else 1.0
+  grads = []
+  for g, (p, d) in enumerate(zip(params, out.deltas)):
+    if scale != 1.0:
+      d = d * scale            # on the (batch, out) deltas, not the (batch, in, out) result
+    h_prev = x if g == 0 else out.trace.h[g - 1]
+    if g >= 1 and net.is_stacked(g - 1):
+      h_prev = h_prev[-1]                           # the stack's last output feeds group g
+    if net.is_stacked(g):
+      # Layer l of the stack reads h_{l-1}: the group's input, then its own outputs.
+      h_ins = jnp.concatenate([h_prev[None], out.trace.h[g][:-1]], axis=0)
+      dW = jnp.einsum("lbi,lbj->blij", h_ins, d)
+      db = jnp.swapaxes(d, 0, 1)
+    else:
+      dW = jnp.einsum("bi,bj->bij", h_prev, d)
+      db = d
+    grads.append(Dense(dW, db if p.b is not None else None))
+  return tuple(grads)
 
 
 # -- the seeds' other two forms ------------------------------------------------

@@ -18,6 +18,13 @@ Parameters are a tuple of :class:`Dense` ``(W, b)``, one per layer. With
 layer, so compile time does not grow with depth. ``remat=True`` wraps every
 layer in ``jax.checkpoint``, so the backward pass recomputes activations
 instead of storing them (seed 001: cache forward values, or recompute them).
+``remat=k`` (an int >= 2) checkpoints the stacked hidden layers in blocks of k:
+an outer ``lax.scan`` over blocks, each block an inner scan under
+``jax.checkpoint``, so the backward pass keeps only every k-th activation and
+recomputes one block at a time (~L / k + 3 k arrays h for L layers instead of
+~L; k ~ sqrt(L) minimises it; Chen et al. 2016, "Training deep nets with
+sublinear memory cost"). Without ``stack``, blocks of k consecutive layers are
+checkpointed together.
 
 Two variants for deep nets (seed 003 §4.4's remedies):
 
@@ -104,7 +111,10 @@ class MLP:
     bias: whether layers have biases.
     stack: store the identical ``width -> width`` hidden layers as one stacked
       ``Dense`` and run them with ``lax.scan``. Needs all hidden widths equal.
-    remat: recompute activations in the backward pass (``jax.checkpoint``).
+    remat: recompute activations in the backward pass (``jax.checkpoint``):
+      ``True`` (or 1) checkpoints every layer, an int ``k >= 2`` blocks of k
+      layers (only every k-th activation is saved). When k does not divide the
+      number of stacked layers L, the last ``L mod k`` form a shorter block.
     residual: identity skips around the hidden ``width -> width`` layers.
     batchnorm: batch normalisation before every hidden activation.
     bn_eps: the variance floor of batch norm.
@@ -119,7 +129,7 @@ class MLP:
   output_activation: Union[str, _act.Activation] = "identity"
   bias: bool = True
   stack: bool = False
-  remat: bool = False
+  remat: Union[bool, int] = False
   residual: bool = False
   batchnorm: bool = False
   bn_eps: float = 1e-5
@@ -144,6 +154,15 @@ class MLP:
         raise ValueError(
             f"MLP: {flag}=True needs equal hidden widths, got sizes={self.sizes}. "
             f"Use {flag}=False for nets with varying widths.")
+    remat = self.remat
+    if not isinstance(remat, (bool, np.bool_)):
+      if not isinstance(remat, (int, np.integer)) or remat < 1:
+        raise ValueError(
+            f"MLP: remat must be a bool or an int k >= 1 (checkpoint blocks of k layers), "
+            f"got {remat!r}.")
+      object.__setattr__(self, "remat", int(remat))
+    else:
+      object.__setattr__(self, "remat", bool(remat))
     if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
       raise ValueError(f"MLP: bn_eps must be a number > 0, got {self.bn_eps!r}.")
 
@@ -196,6 +215,11 @@ class MLP:
   def is_batchnorm(self, g: int) -> bool:
     """Whether params[g] holds :class:`BatchNormDense` layers."""
     return self.batchnorm and self.is_hidden(g)
+
+  @property
+  def remat_block(self) -> int:
+    """Layers per checkpointed block: 0 without remat, 1 per layer, k for ``remat=k``."""
+    return 0 if self.remat is False else (1 if self.remat is True else self.remat)
 
   # -- parameters --------------------------------------------------------------
 
@@ -270,8 +294,12 @@ class MLP:
 
   # -- forward -----------------------------------------------------------------
 
-  def _layer(self, g):
-    """The function ``(h, p) -> (h_next, z)`` of one layer of group g."""
+  def _layer(self, g, checkpoint: Optional[bool] = None):
+    """The function ``(h, p) -> (h_next, z)`` of one layer of group g.
+
+    Checkpointed (``jax.checkpoint``) with per-layer remat; ``checkpoint``
+    overrides that (block remat checkpoints whole blocks instead).
+    """
     phi = self.phi if self.is_hidden(g) else self.phi_out
     bn, residual, eps = self.is_batchnorm(g), self.is_residual(g), self.bn_eps
 
@@ -283,7 +311,37 @@ class MLP:
       a = phi.fn(z)
       return (h + a if residual else a), z
 
-    return jax.checkpoint(layer) if self.remat else layer
+    if checkpoint is None:
+      checkpoint = self.remat_block == 1
+    return jax.checkpoint(layer) if checkpoint else layer
+
+  def _run_stack(self, g, h, p):
+    """The stacked group g on h (outputs only), under its remat scheme."""
+    k = self.remat_block
+    L = p.W.shape[0]
+    if k <= 1:
+      layer = self._layer(g)
+      return jax.lax.scan(lambda h, p: (layer(h, p)[0], None), h, p)[0]
+    layer = self._layer(g, checkpoint=False)
+
+    def block(size):
+      # Layers [i k, i k + size) under one checkpoint: the backward pass keeps
+      # only the block's input h and recomputes the block. The block's weights
+      # are sliced out of the whole stack inside the checkpoint (not passed in
+      # as scanned slices), so a remainder block copies no weights, and their
+      # gradients are written back into one stack-shaped buffer.
+      @jax.checkpoint
+      def run(h, i):
+        pb = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_slice_in_dim(a, i * k, size), p)
+        return jax.lax.scan(lambda h, p: (layer(h, p)[0], None), h, pb)[0]
+      return run
+
+    n, r = divmod(L, k)
+    if n:
+      h = jax.lax.scan(lambda h, i: (block(k)(h, i), None), h, jnp.arange(n))[0]
+    if r:                             # the last L mod k layers: a shorter block
+      h = block(r)(h, n)
+    return h
 
   def trace(self, params, x) -> Trace:
     """Forward pass that keeps every z_k and h_k (what backprop caches).
@@ -312,16 +370,36 @@ class MLP:
     """The network output ``h_K`` for ``x`` of shape ``(batch, sizes[0])``."""
     self.check_params(params)
     h = self.check_input(x)
-    for g, p in enumerate(params):
-      layer = self._layer(g)
+    k = self.remat_block
+    g = 0
+    while g < len(params):
       if self.is_stacked(g):
-        h, _ = jax.lax.scan(lambda h, p: (layer(h, p)[0], None), h, p)
+        h = self._run_stack(g, h, params[g])
+        g += 1
+      elif k > 1 and not self.stack:
+        # Block remat of an unrolled net: k consecutive layers in one checkpoint.
+        gs = tuple(range(g, min(g + k, len(params))))
+        layers = [self._layer(i, checkpoint=False) for i in gs]
+
+        @jax.checkpoint
+        def block(h, ps, layers=layers):
+          for layer, p in zip(layers, ps):
+            h = layer(h, p)[0]
+          return h
+
+        h = block(h, tuple(params[i] for i in gs))
+        g = gs[-1] + 1
       else:
-        h, _ = layer(h, p)
+        # Per-layer remat; with block remat of a stacked net, the layers
+        # around the stack are checkpointed one by one.
+        h, _ = self._layer(g, checkpoint=k >= 1)(h, params[g])
+        g += 1
     return h
 
   def __str__(self):
     extras = "".join(f", {f}=True" for f in ("stack", "residual", "batchnorm") if getattr(self, f))
+    if self.remat_block > 1:
+      extras += f", remat={self.remat}"
     return f"MLP(sizes={self.sizes}, activation={self.phi.name!r}{extras})"
 
 

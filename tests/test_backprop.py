@@ -319,3 +319,108 @@ def test_batchnorm_normalises_and_residual_keeps_identity_path():
     p[k] = jaxbp.Dense(jnp.zeros_like(p[k].W), None)
   h = res.trace(tuple(p), x).h
   np.testing.assert_array_equal(h[-2], h[0])
+
+
+# -- per-example gradients -------------------------------------------------------
+
+PER_EXAMPLE_CASES = [
+    # (activation, (loss, output activation), depth, bias, stack, residual)
+    ("tanh", ("mse", "identity"), 1, True, False, False),
+    ("sigmoid", ("binary_cross_entropy", "sigmoid"), 2, True, False, False),
+    ("relu", ("softmax_cross_entropy", "identity"), 5, False, False, False),
+    ("leaky_relu", ("cross_entropy", "softmax"), 5, True, True, False),
+    ("tanh", ("mse", "softmax"), 6, False, True, False),
+    ("sigmoid", ("binary_cross_entropy_with_logits", "identity"), 12, True, True, False),
+    ("tanh", ("softmax_cross_entropy", "identity"), 6, True, False, True),
+    ("relu", ("mse", "identity"), 6, True, True, True),
+    ("identity", ("mse", "identity"), 3, False, True, True),
+]
+
+
+def _single_example_grads(net, loss, params, x, y, reduction="mean"):
+  """The reference: jax.grad of the objective on every batch of one, vmapped."""
+  obj = jaxbp.objective(net, loss, reduction)
+  return jax.vmap(lambda xi, yi: jax.grad(obj)(params, xi[None], yi[None]))(x, y)
+
+
+@pytest.mark.parametrize("reduction", ("mean", "sum"))
+@pytest.mark.parametrize(
+    "activation,loss_case,depth,bias,stack,residual", [
+        pytest.param(*c, id=f"{c[0]}-{c[1][0]}+{c[1][1]}-depth{c[2]}-{'bias' if c[3] else 'nobias'}-"
+                           f"{'stacked' if c[4] else 'unrolled'}{'-residual' if c[5] else ''}")
+        for c in PER_EXAMPLE_CASES])
+def test_per_example_grads_match_vmap_grad(activation, loss_case, depth, bias, stack, residual,
+                                           reduction):
+  loss, out_act = loss_case
+  net = jaxbp.MLP((IN,) + (WIDTH,) * (depth - 1) + (OUT,), activation, output_activation=out_act,
+                  bias=bias, stack=stack and depth >= 3, residual=residual)
+  params = _params(net, activation, depth)
+  x, y = _data(loss, 7, jax.random.PRNGKey(40 + depth))
+  got = backprop.per_example_grads(net, loss, params, x, y, reduction)
+  ref = _single_example_grads(net, loss, params, x, y, reduction)
+  gradcheck.check_same_structure(got, ref)
+  for g, r, p in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref),
+                     jax.tree_util.tree_leaves(params)):
+    assert g.shape == (7,) + p.shape          # a leading batch axis on every leaf
+  err = gradcheck.max_relative_error(got, ref)
+  assert err <= RTOL_AUTODIFF, gradcheck.report(got, ref)
+  # Summed over the batch: the batch's "sum" gradient (of the per-example loss terms).
+  if reduction == "sum":
+    total = backprop.grad(net, loss, params, x, y, "sum")
+    summed = jax.tree_util.tree_map(lambda a: a.sum(0), got)
+    assert gradcheck.max_relative_error(summed, total) <= 1e-12
+
+
+def test_per_example_grads_jit_and_vmap():
+  net = jaxbp.MLP((3, 5, 5, 5, 3), "tanh", stack=True)
+  x, y = _data("softmax_cross_entropy", 6, jax.random.PRNGKey(8))
+  params = net.init(jax.random.PRNGKey(0), "glorot")
+  jitted = jax.jit(backprop.per_example_grads, static_argnums=(0, 1))
+  got = jitted(net, "softmax_cross_entropy", params, x, y)
+  ref = _single_example_grads(net, "softmax_cross_entropy", params, x, y)
+  assert gradcheck.max_relative_error(got, ref) <= RTOL_AUTODIFF
+  # vmap over parameter seeds: one batch of per-example gradients per seed.
+  keys = jax.random.split(jax.random.PRNGKey(1), 3)
+  many = jax.vmap(lambda k: net.init(k, "glorot"))(keys)
+  per_seed = jax.jit(jax.vmap(
+      lambda p: backprop.per_example_grads(net, "softmax_cross_entropy", p, x, y)))(many)
+  for i in range(3):
+    p_i = jax.tree_util.tree_map(lambda a: a[i], many)
+    g_i = jax.tree_util.tree_map(lambda a: a[i], per_seed)
+    ref_i = _single_example_grads(net, "softmax_cross_entropy", p_i, x, y)
+    assert gradcheck.max_relative_error(g_i, ref_i) <= RTOL_AUTODIFF
+
+
+_PE_NET = jaxbp.MLP((3, 4, 2))
+_PE_P = _PE_NET.init(jax.random.PRNGKey(0))
+_PE_X, _PE_Y = jnp.ones((5, 3)), jnp.zeros((5, 2))
+
+# (id, thunk, exception type, words that must appear in the message), as in test_validation.py
+PER_EXAMPLE_BAD_INPUT = [
+    ("batchnorm", lambda: backprop.per_example_grads(
+        jaxbp.MLP((3, 4, 2), batchnorm=True), "mse",
+        jaxbp.MLP((3, 4, 2), batchnorm=True).init(jax.random.PRNGKey(0)), _PE_X, _PE_Y),
+     ValueError, ["batchnorm", "couple the examples", "no per-example gradient"]),
+    ("x-wrong-width", lambda: backprop.per_example_grads(
+        _PE_NET, "mse", _PE_P, jnp.ones((5, 2)), _PE_Y), ValueError, ["(5, 2)", "(batch, 3)"]),
+    ("x-1d", lambda: backprop.per_example_grads(_PE_NET, "mse", _PE_P, jnp.ones(3), _PE_Y[0]),
+     ValueError, ["(3,)", "x[None]"]),
+    ("y-wrong-shape", lambda: backprop.per_example_grads(
+        _PE_NET, "mse", _PE_P, _PE_X, jnp.zeros((5,))), ValueError, ["(5,)", "(5, 2)"]),
+    ("bad-reduction", lambda: backprop.per_example_grads(
+        _PE_NET, "mse", _PE_P, _PE_X, _PE_Y, reduction="none"), ValueError, ["'none'", "'mean' or 'sum'"]),
+    ("unknown-loss", lambda: backprop.per_example_grads(_PE_NET, "hinge", _PE_P, _PE_X, _PE_Y),
+     ValueError, ["hinge", "mse"]),
+    ("params-other-net", lambda: backprop.per_example_grads(
+        _PE_NET, "mse", jaxbp.MLP((3, 5, 2)).init(jax.random.PRNGKey(0)), _PE_X, _PE_Y),
+     ValueError, ["(3, 5)", "(3, 4)", "another net"]),
+]
+
+
+@pytest.mark.parametrize("thunk,exc,words", [c[1:] for c in PER_EXAMPLE_BAD_INPUT],
+                         ids=[c[0] for c in PER_EXAMPLE_BAD_INPUT])
+def test_per_example_grads_bad_input(thunk, exc, words):
+  with pytest.raises(exc) as info:
+    thunk()
+  missing = [w for w in words if w not in str(info.value)]
+  assert not missing, f"message lacks {missing}: {info.value}"

@@ -133,10 +133,15 @@ def _net_params_data(width=5, depth=7, batch=4, dtype=jnp.float64):
           jax.random.normal(ky, (batch, width), dtype))
 
 
-def test_block_remat_objective_matches_autodiff():
-  net, params, x, y = _net_params_data(depth=7)        # 6 stacked layers: blocks of 2
+def test_block_remat_variant_is_the_library_option_and_matches_autodiff():
+  # A stack of 27 narrow layers over a large batch: blocks of 3.
+  net, params, x, y = _net_params_data(width=2, depth=28, batch=64)
+  block_net, grad_fn = bm._grad_program("autodiff, scan + block remat", 28, 2, 64)
+  assert block_net.remat == bm._memory_block(28, 2, 64) == 3 and block_net.remat_block == 3
+  assert bm._grad_program("autodiff, scan + remat", 28, 2, 64)[0].remat is True
+  assert bm._grad_program("autodiff, scan", 28, 2, 64)[0].remat is False
   want = jax.jit(jax.grad(jaxbp.objective(net, "mse")))(params, x, y)
-  got = jax.jit(jax.grad(bm.block_remat_objective(net, 2)))(params, x, y)
+  got = jax.jit(grad_fn)(params, x, y)
   for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
     np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
 

@@ -203,6 +203,73 @@ def test_remat_gives_identical_outputs_and_gradients(stack):
   _allclose_trees(grad(remat), grad(plain), rtol=1e-12)
 
 
+def _saved_h_count(net, params, x, y, loss="mse"):
+  """How many arrays of one h (batch x width) autodiff saves for the backward pass."""
+  try:
+    from jax.ad_checkpoint import saved_residuals
+  except ImportError:     # jax 0.10 keeps it private (print_saved_residuals is its printer)
+    from jax._src.ad_checkpoint import saved_residuals
+  batch, width = x.shape[0], net.sizes[1]
+  return sum(int(np.prod(aval.shape[:-2]))
+             for aval, why in saved_residuals(jaxbp.objective(net, loss), params, x, y)
+             if "from the argument" not in why and aval.shape[-2:] == (batch, width))
+
+
+# 13 hidden layers of width 7: a stack of 12. Blocks that divide it (1, 3, 4, 12),
+# that do not (5, 7), one longer than the stack (13, 40).
+BLOCK_SIZES = (1, 3, 4, 5, 7, 12, 13, 40)
+
+
+@pytest.mark.parametrize("variant", ({}, {"residual": True}, {"bias": False},
+                                     {"batchnorm": True}),
+                         ids=("plain", "residual", "nobias", "batchnorm"))
+@pytest.mark.parametrize("stack", (False, True), ids=("unrolled", "stacked"))
+def test_block_remat_gives_identical_gradients(stack, variant):
+  plain = jaxbp.MLP.uniform(3, 7, 13, 2, activation="tanh", stack=stack, **variant)
+  params = plain.init(jax.random.PRNGKey(0), "glorot")
+  x, y = _x(batch=5), jax.random.normal(jax.random.PRNGKey(3), (5, 2), jnp.float64)
+  want = jax.jit(jax.grad(jaxbp.objective(plain, "mse")))(params, x, y)
+  for k in BLOCK_SIZES:
+    net = jaxbp.MLP.uniform(3, 7, 13, 2, activation="tanh", stack=stack, remat=k, **variant)
+    assert net.remat_block == k
+    np.testing.assert_allclose(net.apply(params, x), plain.apply(params, x), rtol=RTOL, atol=ATOL)
+    got = jax.jit(jax.grad(jaxbp.objective(net, "mse")))(params, x, y)
+    err = jaxbp.gradcheck.max_relative_error(got, want)
+    assert err <= 1e-12, (k, err)
+    # The hand recursion ignores remat (it keeps its own trace): same gradients.
+    hand = jaxbp.backprop.grad(net, "mse", params, x, y)
+    assert jaxbp.gradcheck.max_relative_error(hand, want) <= 1e-10, k
+
+
+@pytest.mark.parametrize("stack", (False, True), ids=("unrolled", "stacked"))
+def test_block_remat_saves_fewer_activations(stack):
+  # Stacked: 14 layers, a stack of 12 between the first and the last.
+  make = lambda remat: jaxbp.MLP.uniform(3, 7, 13, 2, activation="tanh", stack=stack,
+                                         remat=remat)
+  params = make(False).init(jax.random.PRNGKey(0), "glorot")
+  x, y = _x(batch=5), jax.random.normal(jax.random.PRNGKey(3), (5, 2), jnp.float64)
+  saved = {k: _saved_h_count(make(k), params, x, y) for k in (False, True, 2, 3, 4, 5, 12)}
+  # Without remat: 2 (unrolled) or 3 (stacked) h per hidden layer; per-layer
+  # remat: one, the input of each of the 13 hidden layers after the first.
+  assert saved[False] == (39 if stack else 26) and saved[True] == 13
+  # Only every k-th activation. Stacked: the first layer's output and the
+  # inputs of the ceil(12 / k) blocks of the stack. Unrolled: the outputs of
+  # all but the last of the ceil(14 / k) blocks of the 14 layers.
+  want = {k: (1 + -(-12 // k) if stack else -(-14 // k) - 1) for k in (2, 3, 4, 5, 12)}
+  assert {k: saved[k] for k in want} == want
+
+
+def test_remat_true_is_per_layer_and_bad_block_sizes_are_refused():
+  assert jaxbp.MLP(SIZES, remat=True) == jaxbp.MLP(SIZES, remat=1)
+  assert jaxbp.MLP(SIZES, remat=True).remat_block == 1
+  assert jaxbp.MLP(SIZES).remat_block == 0
+  assert jaxbp.MLP(SIZES, remat=np.int64(3)).remat == 3
+  assert "remat=3" in str(jaxbp.MLP(SIZES, stack=True, remat=3))
+  for bad in (0, -2, 2.0, 1.5, "2", None):
+    with pytest.raises(ValueError, match=r"remat must be a bool or an int k >= 1"):
+      jaxbp.MLP(SIZES, remat=bad)
+
+
 # -- a static, hashable spec: jit and vmap ------------------------------------------------
 
 
