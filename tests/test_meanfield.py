@@ -209,3 +209,30 @@ def test_bad_input():
     mf.critical_sigma_w2("tanh", np.float64(-0.1))
   with pytest.raises(ValueError, match="sigma_b2"):
     mf.depth_scales("tanh", 1.0, np.array([0.1, -0.1]))
+
+
+def _dense_expectation(f, q):
+  # An independent reference: the trapezoid rule on 2e6 + 1 points of [-40, 40].
+  z = np.linspace(-40.0, 40.0, 2_000_001)
+  return np.sum(f(np.sqrt(q) * z) * np.exp(-z * z / 2)) * (z[1] - z[0]) / np.sqrt(2 * np.pi)
+
+
+@pytest.mark.parametrize("sigma_w2", (4.0, 64.0, 114.6, 400.0))
+def test_sigmoid_at_large_q_star_against_a_dense_integral(sigma_w2):
+  # At q* ~ 50 sigmoid'(sqrt(q) z)^2 is a bump ~0.2 wide in z: 100 Gauss-Hermite
+  # nodes (~0.3 apart) gave chi_1 = 0.99997 at sigma_w2 = 114.6 where it is 1.052.
+  s = lambda u: 1 / (1 + np.exp(-u))
+  q = float(mf.fixed_point("sigmoid", sigma_w2, 0.05))
+  np.testing.assert_allclose(sigma_w2 * _dense_expectation(lambda u: s(u) ** 2, q) + 0.05, q,
+                             rtol=1e-8)
+  chi = sigma_w2 * _dense_expectation(lambda u: (s(u) * (1 - s(u))) ** 2, q)
+  np.testing.assert_allclose(mf.chi1("sigmoid", sigma_w2, 0.05), chi, rtol=1e-7)
+
+
+def test_critical_sigmoid_is_critical_by_the_dense_integral():
+  s = lambda u: 1 / (1 + np.exp(-u))
+  sw2 = float(mf.critical_sigma_w2("sigmoid", 0.05, hi=400.0))
+  q = float(mf.fixed_point("sigmoid", sw2, 0.05))
+  assert 100 < sw2 < 106 and 40 < q < 50
+  np.testing.assert_allclose(sw2 * _dense_expectation(lambda u: (s(u) * (1 - s(u))) ** 2, q), 1.0,
+                             rtol=1e-7)
