@@ -87,6 +87,16 @@ def test_killed_run_resumes_without_losing_a_configuration(tiny, tmp_path, monke
   assert _rows(tmp_path) == _rows(full_dir)
 
 
+def test_tiny_memory_budget_splits_groups_without_changing_numbers(tiny, tmp_path):
+  # memory_gb too small for one configuration's rows: one configuration per group
+  # and several calls per family (the last padded), against the one-group run.
+  out, _ = tiny
+  sweep.run(dict(TINY, memory_gb=1e-9), str(tmp_path), figures=False)
+  for a, b in zip(_rows(tmp_path), _rows(out)):
+    assert a["key"] == b["key"] and a["status"] == b["status"]
+    np.testing.assert_allclose(a["slope_measured"], b["slope_measured"], rtol=1e-12, atol=1e-14)
+
+
 def test_slopes_agree_with_mean_field_theory(tmp_path):
   # Width 256, 30 hidden layers (20 fitted), 8 seeds. Tolerance 0.025 nats per
   # layer = the finite-width bias (~ -2/width ~ -0.008; -0.009 +- 0.004 measured
@@ -115,6 +125,41 @@ def test_overflow_is_recorded_not_raised(tmp_path):
   assert 40 <= row["first_nonfinite_layer"] <= 60
   assert summary["by_activation"]["relu"]["n"] == 0        # not counted as agreement
   assert "overflow at layer" in open(tmp_path / "report.md").read()
+
+
+@pytest.mark.parametrize("activation", ("tanh", "relu"))
+@pytest.mark.parametrize("weights", ("gaussian", "orthogonal"))
+def test_row_stacked_program_equals_measure_per_configuration(activation, weights):
+  # measure_rows runs C configurations of a seed as one net of C * batch rows on
+  # the unscaled weights (scales on the rows); each must be measure's net exactly.
+  import jax
+  import jax.numpy as jnp
+  depth, width, batch = 7, 16, 3
+  net = sweep._net(activation, depth, width)
+  family = ("gaussian", "orthogonal")
+  samples = [sweep.draw_samples(net, family, batch, s, jnp.float64)[family.index(weights)]
+             for s in (0, 1)]
+  sw2 = np.array([0.5, 1.0, 2.0, 3.0, 4.0])
+  sb2 = np.array([0.0, 0.05, 0.3, 0.1, 0.0])
+  v0 = np.array([1.0, 0.8, 1.7, 0.3, 2.0])
+  single = jax.jit(sweep.measure, static_argnums=0)
+  rows = jax.jit(sweep.measure_rows, static_argnums=0)
+  # and the sweep's grouped form: both seeds, two groups each (3 + 2 configurations, padded)
+  items = [(s, w, b, v) for w, b, v in zip(sw2, sb2, v0) for s in (0, 1)]
+  stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *samples)
+  args, first = sweep.group_items(items, 3)
+  grouped = jax.jit(sweep.measure_groups, static_argnums=0)(net, stacked, *map(jnp.asarray, args))
+  grouped = [np.asarray(a).reshape((-1,) + a.shape[2:])[first] for a in grouped]
+  for s, sample in enumerate(samples):
+    m = rows(net, sample, sw2, sb2, v0)
+    for c in range(len(sw2)):
+      ref = single(net, sample, sw2[c], sb2[c], v0[c])
+      for f in range(3):
+        assert np.all(np.isfinite(ref[f]))
+        np.testing.assert_allclose(m[f][c], ref[f], rtol=1e-12, atol=0)
+        np.testing.assert_allclose(grouped[f][2 * c + s], ref[f], rtol=1e-12, atol=0)
+      assert np.array_equal(m.forward_finite[c], ref.forward_finite)
+      assert np.array_equal(grouped[3][2 * c + s], ref.forward_finite)
 
 
 _SHARDED = textwrap.dedent("""
