@@ -834,7 +834,7 @@ def run(config, out_dir: str, devices=None, figures: bool = True) -> dict:
   summary.update(configurations=len(rows), distinct=len({r["key"] for r in rows}),
                  computed=computed, compute_seconds=round(compute_seconds, 2),
                  devices=len(devices))
-  _write_outputs(out_dir, config, rows, profiles, summary, figures)
+  _write_outputs(out_dir, config, rows, profiles, summary, figures, start)
   summary["seconds"] = round(time.time() - start, 2)
   return summary
 
@@ -914,21 +914,19 @@ _CSV_COLUMNS = ("activation", "init", "weights", "sigma_w2", "sigma_b2", "depth"
                 "key")
 
 
-def _write_outputs(out_dir, config, rows, profiles, summary, figures):
+def _write_outputs(out_dir, config, rows, profiles, summary, figures, started):
   join = lambda name: os.path.join(out_dir, name)
   _results.write_csv(join("results.csv"), {
       c: ["" if r[c] is None else r[c] for r in rows] for c in _CSV_COLUMNS})
   _results.write_json(join("results.json"), {
       "config": config.to_dict(), "seeds": list(config.seeds),
-      "provenance": _results.provenance(), "summary": summary, "rows": rows,
+      "provenance": _results.provenance(started), "summary": summary, "rows": rows,
       "profiles": profiles})
   if figures:
     _plot_profiles(rows, profiles, config, join("profiles.png"))
     _plot_slopes(rows, config, join("slopes.png"))
     _plot_phase(rows, config, join("phase.png"))
-  with open(join("report.md.tmp"), "w") as f:   # replaced below, atomically
-    f.write(_report(rows, config, summary))
-  os.replace(join("report.md.tmp"), join("report.md"))
+  _results.write_text(join("report.md"), _report(rows, config, summary))
 
 
 _COLORS = {"sigmoid": "tab:green", "tanh": "tab:blue", "relu": "tab:red", "leaky_relu": "tab:orange"}

@@ -38,7 +38,8 @@ def test_writes_results_figures_and_report(tiny):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   data = results.read_json(os.path.join(out, "results.json"))
   assert data["seeds"] == [0, 1] and data["config"]["width"] == 24
-  assert {"jax", "jaxlib", "platform", "device_kind"} <= set(data["provenance"])
+  assert {"jax", "jaxlib", "platform", "device_kind", "started", "finished"} <= set(data["provenance"])
+  assert data["provenance"]["started"] <= data["provenance"]["finished"]
   rows = data["rows"]
   n_inits = 2 * 2 + 2 + 2 + 3    # gaussian grid, critical x2, orthogonal_critical x2, named
   assert len(rows) == summary["configurations"] == 2 * n_inits
