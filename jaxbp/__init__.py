@@ -17,6 +17,7 @@ from jaxbp import remedies
 from jaxbp import results
 from jaxbp import spectrum
 from jaxbp import sweep
+from jaxbp import sweep_report
 from jaxbp import training
 from jaxbp.nets import MLP
 from jaxbp.nets import BatchNormDense
@@ -49,6 +50,7 @@ __all__ = (
     "results",
     "spectrum",
     "sweep",
+    "sweep_report",
     "training",
     "objective",
     "fit",

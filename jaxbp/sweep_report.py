@@ -1,0 +1,267 @@
+"""The depth sweep's outputs: agreement with theory, result files, figures and report.
+
+Split from :mod:`jaxbp.sweep` (which computes) so that each stays small:
+:func:`agreement` summarises the rows against mean-field theory,
+:func:`write_outputs` writes ``results.csv``, ``results.json`` (with
+provenance), ``profiles.png``, ``slopes.png``, ``phase.png`` and ``report.md``,
+each atomically. Overflowing configurations are marked in every figure and
+listed in the report, never dropped silently.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from jaxbp import results as _results
+
+TOLERANCE = 0.01   # nats per layer: the target agreement at width >= 500
+
+
+def agreement(rows, config) -> dict:
+  """Per activation, at the deepest depth: how far measured slopes are from ln chi_1."""
+  deepest = max(config.depths)
+  out = {"depth": deepest, "width": config.width, "tolerance": TOLERANCE, "by_activation": {}}
+  for a in config.activations:
+    errs = [abs(r["slope_error"]) for r in rows if r["activation"] == a and r["depth"] == deepest
+            and r["status"] == "ok" and np.isfinite(r["slope_error"])]
+    out["by_activation"][a] = {
+        "n": len(errs), "within_tolerance": int(sum(e <= TOLERANCE for e in errs)),
+        "max_abs_error": float(max(errs)) if errs else float("nan"),
+        "median_abs_error": float(np.median(errs)) if errs else float("nan")}
+  return out
+
+
+_CSV_COLUMNS = ("activation", "init", "weights", "sigma_w2", "sigma_b2", "depth", "width", "batch",
+                "seeds", "status", "first_nonfinite_layer", "nonfinite_pass", "q_star", "chi1",
+                "slope_theory", "slope_measured", "slope_sem", "slope_error",
+                "slope_weight_measured", "fit_first", "fit_last", "input_v0", "at_fixed_point",
+                "key")
+
+
+def write_outputs(out_dir, config, rows, profiles, summary, figures, started):
+  """Writes the sweep's files into ``out_dir`` (see the module docstring)."""
+  join = lambda name: os.path.join(out_dir, name)
+  _results.write_csv(join("results.csv"), {
+      c: ["" if r[c] is None else r[c] for r in rows] for c in _CSV_COLUMNS})
+  _results.write_json(join("results.json"), {
+      "config": config.to_dict(), "seeds": list(config.seeds),
+      "provenance": _results.provenance(started), "summary": summary, "rows": rows,
+      "profiles": profiles})
+  if figures:
+    _plot_profiles(rows, profiles, config, join("profiles.png"))
+    _plot_slopes(rows, config, join("slopes.png"))
+    _plot_phase(rows, config, join("phase.png"))
+  _results.write_text(join("report.md"), _report(rows, config, summary))
+
+
+_COLORS = {"sigmoid": "tab:green", "tanh": "tab:blue", "relu": "tab:red", "leaky_relu": "tab:orange"}
+
+
+def _color(a):
+  return _COLORS.get(a, "tab:gray")
+
+
+def _label(r):
+  from jaxbp.sweep import NAMED_INITS   # sweep imports this module: import at call time
+  if r["init"] in NAMED_INITS:
+    return r["init"]
+  pre = "orth " if r["weights"] == "orthogonal" else ""
+  crit = "critical " if "critical" in r["init"] else ""
+  return f"{pre}{crit}$\\sigma_w^2$={r['sigma_w2']:.3g}, $\\sigma_b^2$={r['sigma_b2']:g}"
+
+
+def _plot_profiles(rows, profiles, config, path):
+  """ln ||delta_l||^2 against layer at the deepest depth, theory dashed."""
+  plt = _results.pyplot()
+  deepest = max(config.depths)
+  acts = config.activations
+  fig, axes = plt.subplots(1, len(acts), figsize=(4.6 * len(acts), 4), squeeze=False)
+  for ax, a in zip(axes[0], acts):
+    sel = [r for r in rows if r["activation"] == a and r["depth"] == deepest]
+    # Every named and critical init; the gaussian grid at one sigma_b2 (the middle one).
+    b_mid = config.sigma_b2[len(config.sigma_b2) // 2]
+    sel = [r for r in sel if r["init"] != "gaussian" or r["sigma_b2"] == b_mid]
+    cmap = plt.get_cmap("viridis")
+    for i, r in enumerate(sel):
+      y = np.asarray(profiles[r["key"]]["log_delta_sq_mean"], float)[:deepest]
+      l = np.arange(1, deepest + 1)
+      top = y[r["fit_last"] - 1] if np.isfinite(y[r["fit_last"] - 1]) else 0.0
+      color = cmap(i / max(1, len(sel) - 1))
+      ax.plot(l, y - top, color=color, lw=1.2, label=_label(r))
+      if np.isfinite(r["slope_theory"]):
+        # Theory: ln chi_1 per layer going down, through the top of the fit window.
+        ax.plot(l, (r["fit_last"] - l) * r["slope_theory"], color=color, lw=0.8, ls="--")
+      if r["status"] != "ok" and r["first_nonfinite_layer"]:
+        j = min(r["first_nonfinite_layer"], deepest) - 1
+        finite = np.isfinite(y)
+        yy = (y - top)[finite][-1] if finite.any() else 0.0
+        ax.plot([l[j]], [yy], "x", color="red", ms=9, mew=2)
+    ax.set(title=f"{a}, depth {deepest}, width {config.width}", xlabel="layer l",
+           ylabel=r"$\ln\,\overline{\|\delta_l\|^2} - \ln\,\overline{\|\delta_{top}\|^2}$")
+    ax.legend(fontsize=6, loc="best")
+  fig.suptitle("Gradient-norm profiles (solid: measured, mean of seeds; dashed: "
+               r"$(l_{top} - l)\ln\chi_1$; red x: overflow)", fontsize=9)
+  fig.tight_layout()
+  _results.save_figure(fig, path)
+
+
+def _plot_slopes(rows, config, path):
+  """Measured slope against ln chi_1, and the error at the deepest depth."""
+  plt = _results.pyplot()
+  deepest = max(config.depths)
+  fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+  usable = [r for r in rows if r["fit_last"] - r["fit_first"] >= 2 and np.isfinite(r["slope_theory"])]
+  lims = [np.inf, -np.inf]
+  for a in config.activations:
+    for r in (r for r in usable if r["activation"] == a):
+      ok = r["status"] == "ok"
+      y = r["slope_measured"] if np.isfinite(r["slope_measured"]) else r["slope_theory"]
+      ax.plot(r["slope_theory"], y, "o" if ok else "x", color=_color(a) if ok else "red",
+              ms=3 + 4 * r["depth"] / deepest, alpha=0.8, mew=2)
+      lims = [min(lims[0], r["slope_theory"], y), max(lims[1], r["slope_theory"], y)]
+    ax.plot([], [], "o", color=_color(a), label=a)
+  ax.plot([], [], "x", color="red", mew=2, label="overflow / underflow")
+  if np.isfinite(lims).all():
+    ax.plot(lims, lims, "k-", lw=0.6, label="measured = theory")
+  ax.set(xlabel=r"theory $\ln\chi_1$ (nats / layer)", ylabel="measured slope (nats / layer)",
+         title="measured vs predicted slope (marker size: depth)")
+  ax.legend(fontsize=7)
+  deep = [r for r in usable if r["depth"] == deepest and r["status"] == "ok"]
+  for a in config.activations:
+    rr = [r for r in deep if r["activation"] == a]
+    ax2.errorbar([r["slope_theory"] for r in rr], [r["slope_error"] for r in rr],
+                 yerr=[r["slope_sem"] for r in rr], fmt="o", ms=4, color=_color(a), label=a)
+  ax2.axhspan(-TOLERANCE, TOLERANCE, color="0.85", label=f"$\\pm${TOLERANCE} nats")
+  ax2.axhline(0, color="k", lw=0.6)
+  ax2.set(xlabel=r"theory $\ln\chi_1$", ylabel="measured - theory",
+          title=f"error at depth {deepest}, width {config.width} (bars: s.e.m. over seeds)")
+  ax2.legend(fontsize=7)
+  fig.tight_layout()
+  _results.save_figure(fig, path)
+
+
+def _plot_phase(rows, config, path):
+  """sigma_w2 x sigma_b2 heatmaps of the measured slope, with the chi_1 = 1 line."""
+  plt = _results.pyplot()
+  deepest = max(config.depths)
+  acts = config.activations
+  fig, axes = plt.subplots(1, len(acts), figsize=(4.4 * len(acts), 3.8), squeeze=False)
+  for ax, a in zip(axes[0], acts):
+    ws, bs = config.sigma_w2[a], config.sigma_b2
+    grid_rows = {(r["sigma_w2"], r["sigma_b2"]): r for r in rows if r["activation"] == a
+                 and r["depth"] == deepest and r["init"] == "gaussian"}
+    if not ws or not grid_rows:
+      ax.set_axis_off()
+      continue
+    m = np.full((len(bs), len(ws)), np.nan)
+    for i, b in enumerate(bs):
+      for j, w in enumerate(ws):
+        r = grid_rows.get((w, b))
+        if r is not None and r["status"] == "ok":
+          m[i, j] = r["slope_measured"]
+    vmax = max(0.05, np.nanmax(np.abs(m)) if np.isfinite(m).any() else 1.0)
+    im = ax.imshow(m, origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
+    for i, b in enumerate(bs):
+      for j, w in enumerate(ws):
+        r = grid_rows.get((w, b))
+        if r is None:
+          continue
+        text = (f"{r['slope_measured']:.3f}\n({r['slope_theory']:.3f})" if r["status"] == "ok"
+                else f"{r['status']}\nl={r['first_nonfinite_layer']}")
+        dark = r["status"] == "ok" and abs(r["slope_measured"]) > 0.6 * vmax
+        ax.text(j, i, text, ha="center", va="center", fontsize=6,
+                color="red" if r["status"] != "ok" else "w" if dark else "k")
+    # chi_1 = 1 in index coordinates: interpolate the critical sigma_w2 on the grid.
+    fine = np.linspace(min(bs), max(bs), 41) if len(bs) > 1 else np.array(bs)
+    crit = _critical_sigma_w2(a, fine)
+    ok = np.isfinite(crit) & (crit >= min(ws)) & (crit <= max(ws))
+    if ok.any() and len(ws) > 1:
+      x = np.interp(crit[ok], ws, np.arange(len(ws)))
+      y = np.interp(fine[ok], bs, np.arange(len(bs))) if len(bs) > 1 else np.zeros(ok.sum())
+      ax.plot(x, y, "k-", lw=2, label=r"$\chi_1 = 1$")
+      ax.legend(fontsize=7, loc="upper left")
+    ax.set_xticks(range(len(ws)), [f"{w:g}" for w in ws])
+    ax.set_yticks(range(len(bs)), [f"{b:g}" for b in bs])
+    ax.set(xlabel=r"$\sigma_w^2$", ylabel=r"$\sigma_b^2$", title=f"{a}, depth {deepest}")
+    fig.colorbar(im, ax=ax, label="measured slope, nats/layer")
+  fig.suptitle(r"Phase diagram: measured per-layer slope (theory $\ln\chi_1$ in brackets); "
+               r"vanishing < 0 < exploding", fontsize=9)
+  fig.tight_layout()
+  _results.save_figure(fig, path)
+
+
+def _critical_sigma_w2(activation, sigma_b2):
+  from jaxbp.sweep import critical_sigma_w2   # sweep imports this module
+  return critical_sigma_w2(activation, sigma_b2)
+
+
+def _fmt(v, spec=".4f"):
+  return "—" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
+
+
+def _report(rows, config, summary) -> str:
+  deepest = max(config.depths)
+  lines = [
+      "# Depth sweep: gradient-norm slopes against mean-field theory", "",
+      f"Width {config.width}, batch {config.batch}, seeds {list(config.seeds)}, "
+      f"{config.dtype}, depths {list(config.depths)}, {summary['configurations']} configurations "
+      f"({summary['computed']} computed in this run, {summary['devices']} device(s)).", "",
+      "Per configuration, ``ln mean_batch ||delta_l||^2`` is fitted by least squares "
+      f"against the layer index over hidden layers [skip+1, depth-skip] (skip = {config.skip}), "
+      "one fit per seed; the table gives the mean (± standard error over seeds) of the "
+      "per-layer change going backwards, beside the mean-field prediction "
+      "``ln chi_1`` (jaxbp.meanfield.gradient_log_slope). Inputs start at q* (at v0 = 1 "
+      "where q* = 0 or is infinite); the loss is a random linear readout, so delta at the "
+      "output is standard normal and independent of the forward pass.", "",
+      f"## Agreement at depth {deepest} (target: within {TOLERANCE} nats/layer)", "",
+      "| activation | configurations | within tolerance | max abs error | median abs error |",
+      "|---|---|---|---|---|"]
+  for a, s in summary["by_activation"].items():
+    lines.append(f"| {a} | {s['n']} | {s['within_tolerance']} | {_fmt(s['max_abs_error'])} | "
+                 f"{_fmt(s['median_abs_error'])} |")
+  misses = [r for r in rows if r["depth"] == deepest and r["status"] == "ok"
+            and np.isfinite(r["slope_error"]) and abs(r["slope_error"]) > TOLERANCE]
+  lines += ["", f"## Measured vs predicted, depth {deepest}", "",
+            "| activation | init | σ_w² | σ_b² | q* | χ₁ | predicted ln χ₁ | measured | "
+            "error | status |", "|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    if r["depth"] != deepest:
+      continue
+    status = r["status"] if r["status"] == "ok" else (
+        f"{r['status']} at layer {r['first_nonfinite_layer']} ({r['nonfinite_pass']})")
+    lines.append(
+        f"| {r['activation']} | {r['init']} | {r['sigma_w2']:.4g} | {r['sigma_b2']:g} | "
+        f"{_fmt(r['q_star'], '.4g')} | {_fmt(r['chi1'], '.4f')} | {_fmt(r['slope_theory'])} | "
+        f"{_fmt(r['slope_measured'])} ± {_fmt(r['slope_sem'])} | {_fmt(r['slope_error'], '+.4f')} | "
+        f"{status} |")
+  bad = [r for r in rows if r["status"] != "ok"]
+  lines += ["", "## Notes", ""]
+  describe = lambda r: (f"{r['activation']} {r['init']} σ_w²={r['sigma_w2']:.4g} "
+                        f"σ_b²={r['sigma_b2']:g}: {r['slope_error']:+.4f} ± {_fmt(r['slope_sem'])}")
+  off = [r for r in misses if not r["at_fixed_point"]]
+  on = [r for r in misses if r["at_fixed_point"]]
+  if on:
+    lines.append(f"- {len(on)} configuration(s) at depth {deepest} with inputs at q* miss the "
+                 "tolerance: " + "; ".join(map(describe, on)) + ".")
+  if off:
+    lines.append(
+        f"- {len(off)} miss(es) where q* = 0 (no biases, chi_1 <= 1): the inputs cannot sit "
+        "at q* = 0 without killing relu nets, so they start at v0 = 1 and q_l decays towards 0; "
+        "at chi_1 = 1 it decays only like 1/l (tanh: q_l ~ 1/(2l)), so chi_1(q_l) < 1 all along "
+        "the net and the measured slope is below ln chi_1(q*) = 0: " +
+        "; ".join(map(describe, off)) + ".")
+  if not misses:
+    lines.append(f"- Every configuration at depth {deepest} with status ok is within {TOLERANCE}.")
+  if bad:
+    lines.append(f"- {len(bad)} configuration(s) overflowed or underflowed (slopes fitted on "
+                 "their finite layers; marked red in the figures): " + "; ".join(
+                     f"{r['activation']} {r['init']} σ_w²={r['sigma_w2']:.4g} depth {r['depth']}: "
+                     f"{r['status']} at layer {r['first_nonfinite_layer']}" for r in bad[:20]) + ".")
+  lines += [
+      "- Finite width: per layer, ``||delta_{l-1}||^2 / ||delta_l||^2`` is a random ratio with "
+      "mean chi_1 and relative variance ~ c/width, so its log averages ln chi_1 - c/(2 width) "
+      "(c ~ 2 for Gaussian weights, ~4 for ReLU): a bias of a few 1e-3 nats at width 500.",
+      "", "Figures: `profiles.png`, `slopes.png`, `phase.png`. Data: `results.csv`, "
+      "`results.json`, `store/`.", ""]
+  return "\n".join(lines)
