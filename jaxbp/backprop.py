@@ -43,6 +43,7 @@ import jax.numpy as jnp
 
 from jaxbp import activations as _act
 from jaxbp import losses as _losses
+from jaxbp import nets as _nets
 from jaxbp.nets import MLP, Dense, Trace
 
 
@@ -248,24 +249,19 @@ def per_example_grads(net: MLP, loss, params, x, y, reduction: str = "mean"):
   if reduction not in ("mean", "sum"):
     raise ValueError(f"backprop: reduction must be 'mean' or 'sum', got {reduction!r}.")
   out = backward(net, loss, params, x, y, "sum", param_grads=False)
-  x = jnp.asarray(x)
   # Each example's loss term is a sum over its outputs, or one categorical term.
   count = 1 if loss.categorical else net.sizes[-1]
   scale = 1.0 / count if reduction == "mean" else 1.0
   grads = []
-  for g, (p, d) in enumerate(zip(params, out.deltas)):
+  for g, (p, h_in, d) in enumerate(zip(params, _nets.layer_inputs(net, x, out.trace),
+                                       out.deltas)):
     if scale != 1.0:
       d = d * scale            # on the (batch, out) deltas, not the (batch, in, out) result
-    h_prev = x if g == 0 else out.trace.h[g - 1]
-    if g >= 1 and net.is_stacked(g - 1):
-      h_prev = h_prev[-1]                           # the stack's last output feeds group g
     if net.is_stacked(g):
-      # Layer l of the stack reads h_{l-1}: the group's input, then its own outputs.
-      h_ins = jnp.concatenate([h_prev[None], out.trace.h[g][:-1]], axis=0)
-      dW = jnp.einsum("lbi,lbj->blij", h_ins, d)
+      dW = jnp.einsum("lbi,lbj->blij", h_in, d)
       db = jnp.swapaxes(d, 0, 1)
     else:
-      dW = jnp.einsum("bi,bj->bij", h_prev, d)
+      dW = jnp.einsum("bi,bj->bij", h_in, d)
       db = d
     grads.append(Dense(dW, db if p.b is not None else None))
   return tuple(grads)

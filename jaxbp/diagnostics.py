@@ -148,14 +148,7 @@ def layer_norms(net: _nets.MLP, grads, deltas) -> GradientNorms:
   return GradientNorms(weight, bias, delta)
 
 
-def layer_inputs(net: _nets.MLP, x, trace: _nets.Trace) -> Tuple[jax.Array, ...]:
-  """Every layer's input ``h_{k-1}``, aligned with the params: ``x`` for the first,
-  ``(L, batch, n)`` for a stacked group (its input, then its own outputs but the last)."""
-  ins, h = [], jnp.asarray(x)
-  for g, hg in enumerate(trace.h):
-    ins.append(jnp.concatenate([h[None], hg[:-1]], axis=0) if net.is_stacked(g) else h)
-    h = hg[-1] if net.is_stacked(g) else hg
-  return tuple(ins)
+layer_inputs = _nets.layer_inputs   # every layer's input h_{k-1}, aligned with params
 
 
 def _gram_norm(h, d):

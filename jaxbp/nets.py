@@ -96,10 +96,6 @@ class Trace(NamedTuple):
   h: Tuple[jax.Array, ...]
 
 
-def _is_tracer(x):
-  return isinstance(x, jax.core.Tracer)
-
-
 @dataclasses.dataclass(frozen=True)
 class MLP:
   """A fully connected network spec: hashable, so it can be a static jit argument.
@@ -401,6 +397,17 @@ class MLP:
     if self.remat_block > 1:
       extras += f", remat={self.remat}"
     return f"MLP(sizes={self.sizes}, activation={self.phi.name!r}{extras})"
+
+
+def layer_inputs(net: MLP, x, trace: Trace) -> Tuple[jax.Array, ...]:
+  """Every layer's input ``h_{k-1}``, aligned with the params: ``x`` for the first,
+  ``(L, batch, n)`` for a stacked group (its input, then its own outputs but the last).
+  What ``dL/dW_k = h_{k-1}^T delta_k`` multiplies."""
+  ins, h = [], jnp.asarray(x)
+  for g, hg in enumerate(trace.h):
+    ins.append(jnp.concatenate([h[None], hg[:-1]], axis=0) if net.is_stacked(g) else h)
+    h = hg[-1] if net.is_stacked(g) else hg
+  return tuple(ins)
 
 
 def unstack(params, net: MLP):

@@ -100,7 +100,7 @@ NAMED_INITS = {"xavier": ("gaussian", 1.0, 0.0), "he": ("gaussian", 2.0, 0.0),
 INITS = ("gaussian", "critical", "orthogonal_critical") + tuple(NAMED_INITS)
 DTYPES = ("float32", "float64")
 _Q_FLOOR = 1e-8   # q* below this is q* = 0 (the solver stops at ~1e-16, not at 0)
-_CRITICAL_BRACKETS = (20.0, 64.0, 256.0)   # sigmoid's chi_1 = 1 needs sigma_w2 ~ 100
+_CRITICAL_MAX = 256.0   # bisection bracket [0, 256]: sigmoid's chi_1 = 1 needs sigma_w2 ~ 103
 
 
 def _default_sigma_w2():
@@ -249,20 +249,10 @@ class Theory(NamedTuple):
 
 
 def critical_sigma_w2(activation, sigma_b2) -> np.ndarray:
-  """:func:`jaxbp.meanfield.critical_sigma_w2` over widening brackets ``[0, hi]``.
-
-  The quadrature of meanfield loses q* at very large sigma_w2 (tanh beyond ~60),
-  so a wide bracket can fail where a narrow one succeeds; sigmoid, whose
-  phi' <= 1/4, needs sigma_w2 ~ 100. The first bracket with a root wins; nan if none.
-  """
+  """:func:`jaxbp.meanfield.critical_sigma_w2` on the bracket ``[0, 256]``, as numpy;
+  nan where chi_1 - 1 does not change sign there."""
   sigma_b2 = np.atleast_1d(np.asarray(sigma_b2, float))
-  crit = np.full(sigma_b2.shape, np.nan)
-  for hi in _CRITICAL_BRACKETS:
-    todo = ~np.isfinite(crit)
-    if not todo.any():
-      break
-    crit[todo] = np.asarray(_mf.critical_sigma_w2(activation, sigma_b2[todo], lo=0.0, hi=hi))
-  return crit
+  return np.asarray(_mf.critical_sigma_w2(activation, sigma_b2, lo=0.0, hi=_CRITICAL_MAX))
 
 
 def _critical(activation, sigma_b2) -> List[float]:
@@ -271,7 +261,7 @@ def _critical(activation, sigma_b2) -> List[float]:
     if not np.isfinite(c):
       raise ValueError(
           f"init 'critical': meanfield.critical_sigma_w2({activation!r}, sigma_b2={b}) has no "
-          f"root in sigma_w2 in [0, {max(_CRITICAL_BRACKETS)}] (chi_1 never reaches 1 there); "
+          f"root in sigma_w2 in [0, {_CRITICAL_MAX}] (chi_1 never reaches 1 there); "
           f"drop 'critical' for {activation!r} or that sigma_b2.")
   return [float(c) for c in crit]
 
@@ -443,28 +433,16 @@ def _block_norms(h_in, delta, C, B):
   """Per configuration: 2 ln of ``rms_batch ||delta||``, ``||h_in^T delta||_F`` and
   ``||sum_batch delta||``, each ``(C,)``, from row-stacked ``(C * B, n)`` arrays.
 
-  The same scaled norms as :func:`jaxbp.diagnostics.norms_from_deltas`, block by
-  block: every configuration's rows are divided by their own max, so ``2 ln ||v||``
+  :func:`jaxbp.diagnostics.norms_from_deltas`'s scaled norms, vmapped over the
+  blocks: every configuration's rows are divided by their own max, so ``2 ln ||v||``
   stays finite where ``||v||^2`` would overflow or underflow, and ``||dW||`` comes
   from two ``(B, B)`` Gram matrices per configuration, dW never formed.
   """
   n = delta.shape[-1]
   d, h = delta.reshape(C, B, n), h_in.reshape(C, B, n)
-
-  def scale(a, axes):
-    m = jnp.max(jnp.abs(a), axis=axes, keepdims=True)
-    return jnp.where((m > 0) & jnp.isfinite(m), m, jnp.ones_like(m))
-
-  sd, sh = scale(d, (1, 2)), scale(h, (1, 2))
-  ds, hs = d / sd, h / sh
-  sd, sh = sd[:, 0, 0], sh[:, 0, 0]
-  delta_norm = sd * jnp.sqrt(jnp.sum(ds ** 2, axis=(1, 2))) / math.sqrt(B)
-  gram = lambda a: jnp.einsum("cbi,cei->cbe", a, a)
-  inner = jnp.sum(gram(hs) * gram(ds), axis=(1, 2))
-  weight_norm = sh * sd * jnp.sqrt(jnp.maximum(inner, 0.0))
-  db = jnp.sum(d, axis=1)
-  sb = scale(db, (1,))
-  bias_norm = sb[:, 0] * jnp.sqrt(jnp.sum((db / sb) ** 2, axis=1))
+  delta_norm = jax.vmap(lambda v: _diag._norm(v, (0, 1)))(d) / math.sqrt(B)
+  weight_norm = jax.vmap(_diag._gram_norm)(h, d)
+  bias_norm = jax.vmap(lambda v: _diag._norm(v, (0,)))(jnp.sum(d, axis=1))
   return 2 * jnp.log(delta_norm), 2 * jnp.log(weight_norm), 2 * jnp.log(bias_norm)
 
 
