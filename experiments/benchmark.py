@@ -57,8 +57,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxbp
-from jaxbp import backprop, benchmarking, results
-from jaxbp.nets import Dense
+from jaxbp.core import backprop
+from jaxbp.studies import benchmarking
+from jaxbp import io as results
+from jaxbp.core.nets import Dense
 
 F32 = jnp.float32
 SECTIONS = ("throughput", "compile", "memory", "sweep", "per_example")
@@ -641,7 +643,7 @@ def _sweep_setup(grid: Grid):
   (drawn once, shared by every configuration, as the sweep does), and items
   ``(seed index, sigma_w2, sigma_b2, v0)``.
   """
-  from jaxbp import sweep as sw
+  from jaxbp.studies.depth_sweep import sweep as sw
   cfg = sw.SweepConfig(activations=("tanh",), inits=("gaussian",), sigma_w2=grid.sigma_w2,
                        sigma_b2=grid.sigma_b2, depths=(grid.depth,), width=grid.width,
                        batch=grid.batch, seeds=tuple(range(grid.seeds)), dtype="float32")
@@ -714,7 +716,7 @@ def _sweep_grid(config: Config, g: Grid) -> dict:
   (they fit in memory, as the sweep would choose). Its results are put back in
   item order and compared with the loops'.
   """
-  from jaxbp import sweep as sw
+  from jaxbp.studies.depth_sweep import sweep as sw
   net, samples, items = _sweep_setup(g)
 
   def one(samples, i, sw2, sb2, v0):

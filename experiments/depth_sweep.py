@@ -15,7 +15,8 @@ import json
 
 import jax
 
-from jaxbp import results, sweep
+from jaxbp import io as results
+from jaxbp.studies.depth_sweep import sweep
 
 
 def main(argv=None):

@@ -10,7 +10,7 @@ import json
 
 import jax
 
-from jaxbp import landscapes
+from jaxbp.train import landscapes
 
 
 def main(argv=None):

@@ -13,7 +13,7 @@ import argparse
 
 import jax
 
-from jaxbp import spectrum
+from jaxbp.studies import spectrum
 
 
 def main(argv=None):
@@ -32,7 +32,7 @@ def main(argv=None):
   jax.config.update("jax_enable_x64", True)   # the product spans many decades
   config = dict(spectrum.QUICK_CONFIG if args.quick else spectrum.DEFAULT_CONFIG)
   if args.config:
-    from jaxbp import results
+    from jaxbp import io as results
     config.update(results.read_config(args.config))
   flags = {k: v for k, v in vars(args).items() if v is not None
            and k not in ("out", "quick", "config", "tanh_sigma_b2")}

@@ -15,7 +15,7 @@ import argparse
 
 import jax
 
-from jaxbp import remedies
+from jaxbp.studies import remedies
 
 
 def main(argv=None):
@@ -37,7 +37,7 @@ def main(argv=None):
   jax.config.update("jax_enable_x64", not args.float32)
   config = dict(remedies.QUICK_CONFIG if args.quick else remedies.DEFAULT_CONFIG)
   if args.config:
-    from jaxbp import results
+    from jaxbp import io as results
     config.update(results.read_config(args.config))
   flags = {k: v for k, v in vars(args).items()
            if v is not None and k not in ("out", "quick", "config", "float32")}

@@ -86,8 +86,11 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import jaxbp  # noqa: E402
-from jaxbp import activations, backprop, graph, losses  # noqa: E402
-from jaxbp.nets import Dense  # noqa: E402
+from jaxbp.core import activations
+from jaxbp.core import backprop
+from jaxbp.core import graph
+from jaxbp.core import losses  # noqa: E402
+from jaxbp.core.nets import Dense  # noqa: E402
 
 PRINTED_2 = 5e-3   # half a unit in the second decimal
 PRINTED_4 = 5e-5   # half a unit in the fourth decimal

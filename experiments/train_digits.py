@@ -11,7 +11,8 @@ import json
 
 import jax
 
-from jaxbp import data, training
+from jaxbp.train import data
+from jaxbp.train import training
 
 
 def main(argv=None):

@@ -1,34 +1,80 @@
 """jaxbp: backpropagation, measured.
 
-Pure-function MLPs and losses, hand-derived delta recursions checked against
+Pure-function networks and losses, hand-derived delta recursions checked against
 ``jax.grad``, and the tools to study vanishing and exploding gradients.
+
+The package is layered; each layer imports only those below it (see README,
+"Architecture")::
+
+    core     activations, losses, initializers, nets, backprop, graph, gradcheck
+    io       atomic files, the resumable store, provenance, figures, TensorBoard
+    theory   meanfield, free-probability spectra
+    measure  diagnostics (per-layer norms, probes, Jacobians)
+    train    optax training, data sets, landscapes
+    studies  depth_sweep, remedies, spectrum, ... (imported on first use)
+
+The core modules are attributes here under their old flat names
+(``jaxbp.backprop``, ``jaxbp.meanfield``...). ``jaxbp.studies`` and ``jaxbp.io``
+are imported on first attribute access, so ``import jaxbp`` loads no
+matplotlib and no study.
 """
-from jaxbp import activations
-from jaxbp import backprop
-from jaxbp import data
-from jaxbp import diagnostics
-from jaxbp import gradcheck
-from jaxbp import graph
-from jaxbp import initializers
-from jaxbp import landscapes
-from jaxbp import losses
-from jaxbp import meanfield
-from jaxbp import remedies
-from jaxbp import results
-from jaxbp import spectrum
-from jaxbp import sweep
-from jaxbp import sweep_report
-from jaxbp import training
-from jaxbp.nets import MLP
-from jaxbp.nets import BatchNormDense
-from jaxbp.nets import Dense
-from jaxbp.nets import Trace
-from jaxbp.nets import objective
-from jaxbp.nets import unstack
-from jaxbp.training import fit
-from jaxbp.training import optimizer
+import importlib
+import sys
+
+from jaxbp.core import activations
+from jaxbp.core import backprop
+from jaxbp.core import gradcheck
+from jaxbp.core import graph
+from jaxbp.core import initializers
+from jaxbp.core import losses
+from jaxbp.core.nets import MLP
+from jaxbp.core.nets import BatchNormDense
+from jaxbp.core.nets import Dense
+from jaxbp.core.nets import Trace
+from jaxbp.core.nets import objective
+from jaxbp.core.nets import unstack
+from jaxbp.measure import diagnostics
+from jaxbp.theory import meanfield
+from jaxbp.train import data
+from jaxbp.train import landscapes
+from jaxbp.train import training
+from jaxbp.train.training import fit
+from jaxbp.train.training import optimizer
 
 __version__ = "0.1.0"
+
+# The flat spellings of the public modules stay importable as submodules too
+# (``import jaxbp.backprop``), each the same module object as its layered home.
+for _name, _module in (("activations", activations), ("backprop", backprop),
+                       ("gradcheck", gradcheck), ("graph", graph),
+                       ("initializers", initializers), ("losses", losses),
+                       ("diagnostics", diagnostics), ("meanfield", meanfield),
+                       ("data", data), ("landscapes", landscapes), ("training", training)):
+  sys.modules.setdefault(f"{__name__}.{_name}", _module)
+del _name, _module
+
+# Imported on first access: the studies pull in plotting and the store.
+_LAZY = {
+    "io": "jaxbp.io",
+    "results": "jaxbp.io",
+    "studies": "jaxbp.studies",
+    "sweep": "jaxbp.studies.depth_sweep",
+    "remedies": "jaxbp.studies.remedies",
+    "spectrum": "jaxbp.studies.spectrum",
+}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    module = importlib.import_module(_LAZY[name])
+    globals()[name] = module
+    return module
+  raise AttributeError(f"module 'jaxbp' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = (
     "MLP",
@@ -42,15 +88,12 @@ __all__ = (
     "gradcheck",
     "graph",
     "initializers",
+    "io",
     "landscapes",
     "losses",
     "meanfield",
-    "remedies",
     "optimizer",
-    "results",
-    "spectrum",
-    "sweep",
-    "sweep_report",
+    "studies",
     "training",
     "objective",
     "fit",

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbp import activations
+from jaxbp.core import activations
 
 ELEMENTWISE = ("identity", "sigmoid", "tanh", "relu", "leaky_relu")
 # float64 test points on both sides of 0, at least 0.05 away from the kink of

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import backprop, gradcheck
+from jaxbp.core import backprop
+from jaxbp.core import gradcheck
 
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu")
 # (loss, output activation): every loss with the output it is meant for, plus

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import benchmarking
+from jaxbp.studies import benchmarking
 
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmark.py"
 _spec = importlib.util.spec_from_file_location("benchmark", _PATH)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import data
+from jaxbp.train import data
 
 pytest.importorskip("sklearn")
 

@@ -9,7 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from jaxbp import results, sweep
+from jaxbp import io as results
+from jaxbp.studies.depth_sweep import sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -167,7 +168,7 @@ _SHARDED = textwrap.dedent("""
     import json, sys
     import jax
     jax.config.update("jax_enable_x64", True)
-    from jaxbp import sweep
+    from jaxbp.studies.depth_sweep import sweep
     assert jax.local_device_count() == 4, jax.devices()
     summary = sweep.run(json.loads(sys.argv[1]), sys.argv[2], figures=False)
     print(json.dumps(summary["devices"]))

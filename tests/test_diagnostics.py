@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import backprop, initializers
-from jaxbp import diagnostics as dg
+from jaxbp.core import backprop
+from jaxbp.core import initializers
+from jaxbp.measure import diagnostics as dg
 
 RTOL = 1e-10     # recursion vs autodiff, float64
 ATOL = 1e-14

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from jaxbp import results
+from jaxbp import io as results
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

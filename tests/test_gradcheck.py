@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import gradcheck
+from jaxbp.core import gradcheck
 
 A = np.array([[2.0, -1.0, 0.5], [0.3, 1.5, -0.7], [1.0, 0.0, 3.0]])
 C = np.array([0.5, -2.0, 1.25])

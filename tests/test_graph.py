@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxbp import graph
+from jaxbp.core import graph
 
 TOL = dict(rtol=1e-12, atol=1e-12)
 _rng = np.random.default_rng(0)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbp import initializers
+from jaxbp.core import initializers
 
 FAN_IN, FAN_OUT = 1000, 500      # unequal, so that 1/fan_in, 2/fan_in and 2/(in+out) differ
 N = FAN_IN * FAN_OUT

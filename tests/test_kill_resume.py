@@ -9,7 +9,8 @@ import sys
 import textwrap
 import time
 
-from jaxbp import results, sweep
+from jaxbp import io as results
+from jaxbp.studies.depth_sweep import sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,8 @@ _CHILD = textwrap.dedent("""
     import json, sys, time
     import jax
     jax.config.update("jax_enable_x64", True)
-    from jaxbp import results, sweep
+    from jaxbp import io as results
+    from jaxbp.studies.depth_sweep import sweep
     real_save = results.ResultStore.save
     def slow_save(self, key, record):
       time.sleep(0.15)

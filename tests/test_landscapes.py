@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbp import landscapes
+from jaxbp.train import landscapes
 
 MINIMA = landscapes.HIMMELBLAU_MINIMA
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

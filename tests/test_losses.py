@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbp import losses
+from jaxbp.core import losses
 
 BATCH, OUT = 5, 4
 LOSSES = ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits",

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbp import activations
-from jaxbp import meanfield as mf
+from jaxbp.core import activations
+from jaxbp.theory import meanfield as mf
 
 B_TANH = 0.05  # sigma_b2 of the tanh experiments (Schoenholz et al. 2017)
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import activations, initializers, losses
+from jaxbp.core import activations
+from jaxbp.core import initializers
+from jaxbp.core import losses
 
 SIZES = (3, 5, 5, 5, 2)     # four affine layers, three hidden of width 5
 BATCH = 6

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import results, training
+from jaxbp import io as results
+from jaxbp.train import training
 
 
 def _exploding():

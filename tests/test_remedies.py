@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import remedies
+from jaxbp.studies import remedies
 
 # Depth 20 on the digits, width 32, 300 steps, 4 seeds per setting (vmapped).
 # Over 16 seeds (0..15) residual sigmoid reached 0.875 .. 0.961 test accuracy

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import results
-from jaxbp.training import StepInfo
+from jaxbp import io as results
+from jaxbp.train.training import StepInfo
 
 HISTORY = StepInfo(loss=np.array([2.0, 1.0, 0.5, np.nan]),
                    accuracy=np.array([0.25, 0.5, 1.0, np.nan]),

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import backprop, graph
+from jaxbp.core import backprop
+from jaxbp.core import graph
 
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "seed_examples.py"
 _spec = importlib.util.spec_from_file_location("seed_examples", _PATH)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp import diagnostics, spectrum
+from jaxbp.measure import diagnostics
+from jaxbp.studies import spectrum
 
 
 def test_prefix_products_match_autodiff_jacobians():

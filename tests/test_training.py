@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import jaxbp
-from jaxbp import training
+from jaxbp.train import training
 
 # Seed 004's example: a (3, 3, 2, 3) ReLU net, three samples, labels z = [0, 2, 1].
 SEED_X = jnp.array([[1.0, 2.0, 1.5], [3.0, 4.0, 2.3], [5.0, 6.0, 1.2]])

@@ -5,7 +5,13 @@ import jax.numpy as jnp
 import pytest
 
 import jaxbp
-from jaxbp import activations, backprop, graph, initializers, losses, meanfield, training
+from jaxbp.core import activations
+from jaxbp.core import backprop
+from jaxbp.core import graph
+from jaxbp.core import initializers
+from jaxbp.core import losses
+from jaxbp.theory import meanfield
+from jaxbp.train import training
 
 NET = jaxbp.MLP((3, 4, 2))
 STACKED = jaxbp.MLP((3, 4, 4, 4, 2), "tanh", stack=True)

@@ -69,13 +69,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp import data as _data
-from jaxbp import diagnostics as _diagnostics
-from jaxbp import initializers as _init
-from jaxbp import meanfield as _mf
-from jaxbp import spectrum as _spectrum
-from jaxbp import training as _training
-from jaxbp.nets import MLP
+from jaxbp.train import data as _data
+from jaxbp.measure import diagnostics as _diagnostics
+from jaxbp.core import initializers as _init
+from jaxbp.theory import meanfield as _mf
+from jaxbp.studies import spectrum as _spectrum
+from jaxbp.train import training as _training
+from jaxbp.core.nets import MLP
 
 LOSS = "softmax_cross_entropy"
 DATASETS = ("digits", "spirals")
@@ -361,7 +361,7 @@ def run(config: dict, out_dir: str) -> dict:
 
   >>> out = run(QUICK_CONFIG, "/tmp/jaxbp_remedies")  # doctest: +SKIP
   """
-  from jaxbp import results as _results
+  from jaxbp import io as _results
   c = check_config(config)
   os.makedirs(out_dir, exist_ok=True)
   _results.write_json(os.path.join(out_dir, "config.json"), c)
@@ -412,7 +412,7 @@ def _grid_axes(plt, n, size=(3.2, 2.5)):
 
 
 def _plot_curves(c, ds, records, path):
-  from jaxbp import results as _results
+  from jaxbp import io as _results
   plt = _results.pyplot()
   fig, axes = _grid_axes(plt, len(c["settings"]))
   for ax, name in zip(axes, c["settings"]):
@@ -429,7 +429,7 @@ def _plot_curves(c, ds, records, path):
 
 
 def _plot_accuracy(c, ds, rows, path):
-  from jaxbp import results as _results
+  from jaxbp import io as _results
   plt = _results.pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
   for i, name in enumerate(c["settings"]):
@@ -447,7 +447,7 @@ def _plot_accuracy(c, ds, rows, path):
 
 
 def _plot_profiles(c, ds, records, path):
-  from jaxbp import results as _results
+  from jaxbp import io as _results
   plt = _results.pyplot()
   fig, axes = _grid_axes(plt, len(c["settings"]))
   for ax, name in zip(axes, c["settings"]):

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from jaxbp import results as _results
+from jaxbp import io as _results
 
 TOLERANCE = 0.01   # nats per layer: the target agreement at width >= 500
 
@@ -63,7 +63,7 @@ def _color(a):
 
 
 def _label(r):
-  from jaxbp.sweep import NAMED_INITS   # sweep imports this module: import at call time
+  from jaxbp.studies.depth_sweep.sweep import NAMED_INITS   # sweep imports this module: import at call time
   if r["init"] in NAMED_INITS:
     return r["init"]
   pre = "orth " if r["weights"] == "orthogonal" else ""
@@ -192,7 +192,7 @@ def _plot_phase(rows, config, path):
 
 
 def _critical_sigma_w2(activation, sigma_b2):
-  from jaxbp.sweep import critical_sigma_w2   # sweep imports this module
+  from jaxbp.studies.depth_sweep.sweep import critical_sigma_w2   # sweep imports this module
   return critical_sigma_w2(activation, sigma_b2)
 
 

@@ -47,9 +47,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp import activations as _act
-from jaxbp import initializers as _init
-from jaxbp import losses as _losses
+from jaxbp.core import activations as _act
+from jaxbp.core import initializers as _init
+from jaxbp.core import losses as _losses
 
 
 class Dense(NamedTuple):

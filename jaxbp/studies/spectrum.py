@@ -64,10 +64,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp import activations as _act
-from jaxbp import initializers as _init
-from jaxbp import meanfield as _mf
-from jaxbp.nets import MLP
+from jaxbp.core import activations as _act
+from jaxbp.core import initializers as _init
+from jaxbp.theory import meanfield as _mf
+from jaxbp.core.nets import MLP
 
 @contextlib.contextmanager
 def single_thread_blas():
@@ -402,7 +402,7 @@ def run(config: dict, out_dir: str) -> dict:
 
   >>> summary = run({"width": 64, "depths": [2, 8]}, "/tmp/jaxbp_spectrum")  # doctest: +SKIP
   """
-  from jaxbp import results as _results
+  from jaxbp import io as _results
   c = check_config(config)
   settings = c.pop("_settings")
   os.makedirs(out_dir, exist_ok=True)
@@ -443,7 +443,7 @@ def run(config: dict, out_dir: str) -> dict:
 
 
 def _plot_histograms(svals, depths, path):
-  from jaxbp import results as _results
+  from jaxbp import io as _results
   plt = _results.pyplot()
   names = list(svals)
   fig, axes = plt.subplots(len(names), len(depths), figsize=(2.3 * len(depths), 1.9 * len(names)),
@@ -467,7 +467,7 @@ def _plot_histograms(svals, depths, path):
 
 
 def _plot_spread(rows, path):
-  from jaxbp import results as _results
+  from jaxbp import io as _results
   plt = _results.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
   for i, name in enumerate(dict.fromkeys(r["setting"] for r in rows)):

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp import training as _training
+from jaxbp.train import training as _training
 
 
 def himmelblau(p):
@@ -135,7 +135,7 @@ def plot(f, trajectories, path, extent=(-6.0, 6.0, -6.0, 6.0), minima=None, othe
     others: more paths, drawn thin and grey (e.g. a grid of starts).
     minima: ``(k, 2)`` points marked with stars.
   """
-  from jaxbp import results as _results
+  from jaxbp import io as _results
   plt = _results.pyplot()
   x0, x1, y0, y1 = extent
   xs, ys = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
@@ -172,7 +172,7 @@ def run(config: dict, out_dir: str) -> dict:
   distinct minima the grid found, which known minima they match) and
   ``contour.png`` to ``out_dir``. Returns the minima summary.
   """
-  from jaxbp import results as _results
+  from jaxbp import io as _results
   config = {**DEFAULT_CONFIG, **config}
   if config["function"] not in FUNCTIONS:
     raise ValueError(f"Unknown function {config['function']!r}; valid names are "

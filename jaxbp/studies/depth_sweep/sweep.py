@@ -79,14 +79,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxbp import activations as _act
-from jaxbp import backprop as _backprop
-from jaxbp import diagnostics as _diag
-from jaxbp import losses as _losses
-from jaxbp import meanfield as _mf
-from jaxbp import results as _results
-from jaxbp import sweep_report as _report
-from jaxbp.nets import MLP, Dense
+from jaxbp.core import activations as _act
+from jaxbp.core import backprop as _backprop
+from jaxbp.measure import diagnostics as _diag
+from jaxbp.core import losses as _losses
+from jaxbp.theory import meanfield as _mf
+from jaxbp import io as _results
+from jaxbp.studies.depth_sweep import report as _report
+from jaxbp.core.nets import MLP, Dense
 
 VERSION = 1   # bump when a change alters the numbers, so stored records are not reused
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu")

@@ -50,10 +50,10 @@ from typing import Callable, NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 
-from jaxbp import activations as _act
-from jaxbp import backprop as _backprop
-from jaxbp import losses as _losses
-from jaxbp import nets as _nets
+from jaxbp.core import activations as _act
+from jaxbp.core import backprop as _backprop
+from jaxbp.core import losses as _losses
+from jaxbp.core import nets as _nets
 
 
 class GradientNorms(NamedTuple):

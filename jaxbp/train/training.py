@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxbp import backprop as _backprop
-from jaxbp import losses as _losses
-from jaxbp.nets import MLP
+from jaxbp.core import backprop as _backprop
+from jaxbp.core import losses as _losses
+from jaxbp.core.nets import MLP
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov")
 GRAD_METHODS = ("autodiff", "backprop")

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxbp import activations as _activations
+from jaxbp.core import activations as _activations
 
 NUM_POINTS = 2048  # nodes of the z-rule: 256 panels x 8 Gauss-Legendre nodes on [-12, 12]
 _ORDER = 8         # Gauss-Legendre nodes per panel

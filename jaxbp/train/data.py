@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.nets import MLP
-from jaxbp.nets import objective as _objective
+from jaxbp.core.nets import MLP
+from jaxbp.core.nets import objective as _objective
 
 
 class Dataset(NamedTuple):
@@ -151,8 +151,8 @@ def run(config: dict, out_dir: str) -> dict:
 
   >>> summary = run({"epochs": 20}, "/tmp/jaxbp_digits")  # doctest: +SKIP
   """
-  from jaxbp import results as _results
-  from jaxbp.training import evaluate, fit, optimizer
+  from jaxbp import io as _results
+  from jaxbp.train.training import evaluate, fit, optimizer
   c = {**RUN_CONFIG, **config}
   d = load(c["dataset"], c["seed"])
   net = MLP(tuple(c["sizes"]), c["activation"])

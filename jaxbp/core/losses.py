@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp import activations as _act
+from jaxbp.core import activations as _act
 
 REDUCTIONS = ("mean", "sum", "none")
 

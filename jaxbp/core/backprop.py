@@ -41,10 +41,10 @@ from typing import NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 
-from jaxbp import activations as _act
-from jaxbp import losses as _losses
-from jaxbp import nets as _nets
-from jaxbp.nets import MLP, Dense, Trace
+from jaxbp.core import activations as _act
+from jaxbp.core import losses as _losses
+from jaxbp.core import nets as _nets
+from jaxbp.core.nets import MLP, Dense, Trace
 
 
 class Backward(NamedTuple):

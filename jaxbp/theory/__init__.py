@@ -1,0 +1,4 @@
+"""Theory to hold measurements against: mean-field maps and free-probability spectra.
+
+Imports only :mod:`jaxbp.core`.
+"""
