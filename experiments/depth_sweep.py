@@ -15,8 +15,11 @@ import json
 
 import jax
 
-from jaxbp import io as results
-from jaxbp.studies.depth_sweep import sweep
+from jaxbp import io
+from jaxbp.studies import depth_sweep
+
+FIELDS = ("activations", "inits", "sigma_w2", "sigma_b2", "depths", "width", "batch", "seeds",
+          "skip", "memory_gb")
 
 
 def main(argv=None):
@@ -25,7 +28,7 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true", help="the small preset (README command)")
   parser.add_argument("--config", help="a .json/.toml file of SweepConfig fields")
   parser.add_argument("--activations", nargs="+")
-  parser.add_argument("--inits", nargs="+", help=f"any of {', '.join(sweep.INITS)}")
+  parser.add_argument("--inits", nargs="+", help=f"any of {', '.join(depth_sweep.INITS)}")
   parser.add_argument("--sigma-w2", type=float, nargs="+", help="gaussian grid, all activations")
   parser.add_argument("--sigma-b2", type=float, nargs="+")
   parser.add_argument("--depths", type=int, nargs="+")
@@ -36,17 +39,18 @@ def main(argv=None):
   parser.add_argument("--memory-gb", type=float)
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
   args = parser.parse_args(argv)
-  jax.config.update("jax_enable_x64", not args.float32)
-  config = (sweep.QUICK if args.quick else sweep.FULL).to_dict()
-  if args.config:
-    config.update(results.read_config(args.config))
-  for name in ("activations", "inits", "sigma_w2", "sigma_b2", "depths", "width", "batch",
-               "seeds", "skip", "memory_gb"):
-    if getattr(args, name) is not None:
-      config[name] = getattr(args, name)
-  if args.float32:
-    config["dtype"] = "float32"
-  summary = sweep.run(sweep.SweepConfig.from_dict(config), args.out)
+  config = (depth_sweep.QUICK if args.quick else depth_sweep.FULL).to_dict()
+  try:
+    if args.config:
+      config.update(io.read_config(args.config))
+    config.update({k: getattr(args, k) for k in FIELDS if getattr(args, k) is not None})
+    if args.float32:
+      config["dtype"] = "float32"
+    config = depth_sweep.Config.from_dict(config)
+  except (OSError, ValueError) as e:
+    parser.error(str(e))
+  jax.config.update("jax_enable_x64", config.dtype == "float64")
+  summary = depth_sweep.run(config, args.out)
   print(json.dumps(summary, indent=1))
 
 

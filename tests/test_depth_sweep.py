@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from jaxbp import io as results
-from jaxbp.studies.depth_sweep import sweep
+from jaxbp.studies import depth_sweep as sweep
+from jaxbp.studies.depth_sweep import schedule
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -137,7 +138,7 @@ def test_row_stacked_program_equals_measure_per_configuration(activation, weight
   import jax
   import jax.numpy as jnp
   depth, width, batch = 7, 16, 3
-  net = sweep._net(activation, depth, width)
+  net = sweep.sweep_net(activation, depth, width)
   family = ("gaussian", "orthogonal")
   samples = [sweep.draw_samples(net, family, batch, s, jnp.float64)[family.index(weights)]
              for s in (0, 1)]
@@ -168,7 +169,7 @@ _SHARDED = textwrap.dedent("""
     import json, sys
     import jax
     jax.config.update("jax_enable_x64", True)
-    from jaxbp.studies.depth_sweep import sweep
+    from jaxbp.studies import depth_sweep as sweep
     assert jax.local_device_count() == 4, jax.devices()
     summary = sweep.run(json.loads(sys.argv[1]), sys.argv[2], figures=False)
     print(json.dumps(summary["devices"]))
@@ -215,23 +216,34 @@ def test_four_devices_give_the_numbers_of_one(tmp_path):
 def test_bad_configs_fail_before_any_compute(change, match, tmp_path, monkeypatch):
   def no_compute(*args, **kwargs):
     raise AssertionError("computed before validating")
-  monkeypatch.setattr(sweep, "_sampler", no_compute)
-  monkeypatch.setattr(sweep, "_measurer", no_compute)
+  monkeypatch.setattr(schedule, "compute", no_compute)
   with pytest.raises(ValueError, match=match):
     sweep.run(dict(TINY, **change), str(tmp_path / "out"))
   assert not (tmp_path / "out").exists()
 
 
 def test_the_script_runs(tmp_path):
-  sys.path.insert(0, str(ROOT / "experiments"))
-  try:
-    import depth_sweep
-  finally:
-    sys.path.pop(0)
   config = tmp_path / "c.json"
   config.write_text(json.dumps({"inits": ["he"], "seeds": [3]}))
-  depth_sweep.main(["--out", str(tmp_path / "o"), "--config", str(config),
-                    "--activations", "relu", "--depths", "3", "--width", "8", "--batch", "2"])
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "experiments" / "depth_sweep.py"), "--out", str(tmp_path / "o"),
+       "--config", str(config), "--activations", "relu", "--depths", "3", "--width", "8",
+       "--batch", "2"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   (row,) = _rows(tmp_path / "o")
   assert (row["activation"], row["init"], row["depth"], row["width"]) == ("relu", "he", 3, 8)
-  assert results.read_json(tmp_path / "o" / "config.json")["seeds"] == [3]
+
+
+@pytest.mark.parametrize("flags,match", (
+    (["--width", "0"], "width must be an int >= 1"),
+    (["--depths", "-1"], "depth must be an int >= 1"),
+    (["--activations", "gelu"], "unknown activation 'gelu'"),
+    (["--config", "missing.json"], "missing.json"),
+), ids=("width", "depths", "activation", "config"))
+def test_the_script_reports_bad_flags_in_one_line(flags, match, tmp_path):
+  proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "depth_sweep.py"),
+                         "--quick", "--out", str(tmp_path / "o"), *flags],
+                        capture_output=True, text=True, timeout=120, cwd=ROOT)
+  assert proc.returncode == 2
+  assert "Traceback" not in proc.stderr and match in proc.stderr.strip().splitlines()[-1]
+  assert not (tmp_path / "o").exists()

@@ -10,7 +10,7 @@ import textwrap
 import time
 
 from jaxbp import io as results
-from jaxbp.studies.depth_sweep import sweep
+from jaxbp.studies import depth_sweep as sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ _CHILD = textwrap.dedent("""
     import jax
     jax.config.update("jax_enable_x64", True)
     from jaxbp import io as results
-    from jaxbp.studies.depth_sweep import sweep
+    from jaxbp.studies import depth_sweep as sweep
     real_save = results.ResultStore.save
     def slow_save(self, key, record):
       time.sleep(0.15)

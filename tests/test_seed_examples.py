@@ -1,12 +1,14 @@
-"""experiments/seed_examples.py: every number of the seeds, asserted.
+"""jaxbp.studies.seed_examples (and its script): every number of the seeds, asserted.
 
 The seeds' printed numbers are asserted at their printed precision (abs 5e-3
 for two decimals, 5e-5 for four), hard-coded here from the lecture notes rather
-than read back from the script; exact formulas against jax.grad at 1e-12.
+than read back from the package; exact formulas against jax.grad at 1e-12.
 """
-import importlib.util
+import json
 import math
+import os
 import pathlib
+import subprocess
 import sys
 
 import jax
@@ -17,12 +19,13 @@ import pytest
 import jaxbp
 from jaxbp.core import backprop
 from jaxbp.core import graph
+from jaxbp.studies import seed_examples as se
+from jaxbp.studies.seed_examples import seed001
+from jaxbp.studies.seed_examples import seed003
+from jaxbp.studies.seed_examples import seed004
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "seed_examples.py"
-_spec = importlib.util.spec_from_file_location("seed_examples", _PATH)
-se = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = se          # dataclasses look their module up there
-_spec.loader.exec_module(se)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "seed_examples.py"
 
 PRINTED_2, PRINTED_4, EXACT = 5e-3, 5e-5, 1e-12
 KINDS = ("yes", "NO", "seed wrong", "seed inconsistent", "note")
@@ -85,12 +88,70 @@ def test_the_seed_mistakes_are_flagged(rows):
   assert [r.example for r in inconsistent] == ["004 printed numbers"]
 
 
-def test_main_prints_the_table_and_the_graph(capsys):
-  assert se.main(["--no-torch", "--only", "003 computational"]) == 0
-  out = capsys.readouterr().out
+def test_script_prints_the_table_and_the_graph_and_writes_files(tmp_path):
+  out_dir = tmp_path / "out"
+  done = subprocess.run([sys.executable, str(SCRIPT), "--no-torch", "--only", "003 computational",
+                         "--out", str(out_dir)], capture_output=True, text=True, cwd=ROOT)
+  assert done.returncode == 0, done.stderr
+  out = done.stdout
   assert "== 003 computational graph ==" in out
   assert "u_9  | add" in out and "grad_table" in out
   assert "0 NO" in out
+  assert out.strip() in (out_dir / "report.md").read_text()
+  rows = json.loads((out_dir / "rows.json").read_text())
+  assert {r["example"] for r in rows} == {"003 computational graph"}
+  assert json.loads((out_dir / "config.json").read_text()) == {
+      "seed": 0, "torch": False, "only": "003 computational"}
+  assert json.loads((out_dir / "provenance.json").read_text())["x64"] is True
+
+
+# -- the package: no import side effect, x64 only inside run, checked config ------
+
+
+def test_import_leaves_jax_config_alone():
+  code = """
+import jax
+calls = []
+update = jax.config.update
+jax.config.update = lambda *a, **k: (calls.append(a), update(*a, **k))
+before = jax.config.jax_enable_x64
+import jaxbp.studies.seed_examples
+assert jax.config.jax_enable_x64 == before, (before, jax.config.jax_enable_x64)
+assert not calls, calls
+print("ok", before)
+"""
+  env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                        cwd=ROOT)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.split() == ["ok", "False"]
+
+
+def test_run_computes_in_float64_and_restores_the_flag():
+  with jax.enable_x64(False):
+    rows = se.run(se.Config(torch=False, only="001 sigmoid neuron"))
+    assert not jax.config.jax_enable_x64
+  assert jax.config.jax_enable_x64                                    # tests run with x64 on
+  r = _row(rows, "001 sigmoid neuron", "dx: seed's code")
+  assert r.agreement.startswith("yes") and np.asarray(r.jaxbp).dtype == np.float64
+  _close(r.seed, r.jaxbp, EXACT)                                      # float32 misses 1e-12
+
+
+@pytest.mark.parametrize("field, kwargs", [
+    ("seed", dict(seed=-1)), ("seed", dict(seed=1.5)), ("seed", dict(seed=True)),
+    ("torch", dict(torch="no")), ("only", dict(only=4)), ("only", dict(only="no such example")),
+])
+def test_bad_config_raises(field, kwargs):
+  with pytest.raises(ValueError, match=f"Config: {field}"):
+    se.Config(**kwargs)
+
+
+def test_config_and_examples_agree():
+  assert tuple(name for name, _ in se.EXAMPLES) == se.EXAMPLE_NAMES
+  assert se.Config(only="graph").selects("003 computational graph")
+  assert not se.Config(only="004").selects("003 computational graph")
+  with pytest.raises(TypeError, match="Config"):
+    se.run({"seed": 0})
 
 
 # -- seed 000 -------------------------------------------------------------------
@@ -176,7 +237,7 @@ def test_sigmoid_neuron(rows):
 def test_staged_backprop_every_d_variable():
   """Each d-variable of the seed's code is df/d(that stage), the rest held fixed."""
   x, y = 3.0, -4.0
-  d = se._staged_seed(x, y)
+  d = seed001.staged_seed(x, y)
   s = jax.nn.sigmoid
   sigy, sigx, xpy = s(y), s(x), x + y
   num, den = x + sigy, sigx + xpy ** 2
@@ -200,7 +261,7 @@ def test_staged_backprop_every_d_variable():
   f = lambda x, y: (x + s(y)) / (s(x) + (x + y) ** 2)
   _close([d["dx (2)"], d["dy (1)"]], jax.grad(f, argnums=(0, 1))(x, y), EXACT)
   # With = instead of +=, the earlier branches are lost.
-  wrong = se._staged_seed(x, y, accumulate=False)
+  wrong = seed001.staged_seed(x, y, accumulate=False)
   assert abs(wrong["dx (2)"] - d["dx (2)"]) > 1.0
 
 
@@ -242,7 +303,7 @@ def test_softmax_diagonal_only_is_wrong(rows):
   y = jnp.eye(3)[jnp.array([0, 2])]
   auto, hand = jax.jit(lambda p: (jax.grad(jaxbp.objective(net, "mse"))(p, x, y),
                                   backprop.grad(net, "mse", p, x, y)))(params)
-  _close(se._flat(hand), se._flat(auto), EXACT)
+  _close(se.flat(hand), se.flat(auto), EXACT)
 
 
 def test_seed002_losses(rows):
@@ -270,7 +331,7 @@ def test_graph_nodes_children_and_grad_table(rows):
   assert _row(rows, ex, "node order").jaxbp == "w, x, b, y, " + ", ".join(
       f"u_{i}" for i in range(1, 10))
   assert _row(rows, ex, "S(w)").jaxbp == "{u_1, u_7}"
-  for u, kids in se.SEED003_CHILDREN.items():
+  for u, kids in seed003.SEED003_CHILDREN.items():
     r = _row(rows, ex, f"S({u})")
     assert r.jaxbp == r.seed == "{" + ", ".join(kids) + "}"
   for u in ("u_9", "u_8", "u_7", "u_6", "u_5", "u_4", "u_3", "u_2", "u_1", "b", "w"):
@@ -284,8 +345,8 @@ def test_graph_df_dw_formula(point):
   w, x, b, y = point
   s = 1 / (1 + math.exp(-(w * x + b)))
   formula = x * s * (1 - s) * (s - y) + w                              # x s'(wx+b)(s - y) + w
-  _close(graph.grad(se.seed003_f)(*point), formula, EXACT)
-  _close(jax.grad(se.seed003_f)(*point), formula, EXACT)
+  _close(graph.grad(seed003.seed003_f)(*point), formula, EXACT)
+  _close(jax.grad(seed003.seed003_f)(*point), formula, EXACT)
 
 
 def test_scalar_chain_and_output_gradients(rows):
@@ -298,12 +359,12 @@ def test_scalar_chain_and_output_gradients(rows):
 
 
 def test_seed004_printed_numbers_are_inconsistent():
-  from_in6 = se.SEED004_W0 - 0.1 * se.SEED004_GRAD_IN6
-  assert np.max(np.abs(se.SEED004_W1 - from_in6)) > 0.04               # >> rounding 1e-4
-  dw = (se.SEED004_W0 - se.SEED004_W1) / 0.1
-  _close(se.SEED004_W0 - 0.1 * dw, se.SEED004_W1, PRINTED_4)
+  from_in6 = seed004.SEED004_W0 - 0.1 * seed004.SEED004_GRAD_IN6
+  assert np.max(np.abs(seed004.SEED004_W1 - from_in6)) > 0.04          # >> rounding 1e-4
+  dw = (seed004.SEED004_W0 - seed004.SEED004_W1) / 0.1
+  _close(seed004.SEED004_W0 - 0.1 * dw, seed004.SEED004_W1, PRINTED_4)
   v = 0.9 * np.zeros((3, 3)) + 0.1 * dw                                # In[29] from v = 0
-  _close(se.SEED004_W0 - v, se.SEED004_W1, PRINTED_4)                  # = In[27]'s w1
+  _close(seed004.SEED004_W0 - v, seed004.SEED004_W1, PRINTED_4)        # = In[27]'s w1
 
 
 def test_seed004_printed_rows(rows):
@@ -311,18 +372,18 @@ def test_seed004_printed_rows(rows):
   for q in ("In[27]", "In[29]", "  optax.sgd", "momentum step from v=0"):
     r = _row(rows, ex, q)
     assert r.agreement.startswith("yes"), r
-    _close(r.jaxbp, se.SEED004_W1, PRINTED_4)
+    _close(r.jaxbp, seed004.SEED004_W1, PRINTED_4)
 
 
 def test_seed004_network_recursion_matches_jax_grad(rows):
-  net, params = se.seed004_params(0)
-  _close(params[0].W.T, se.SEED004_W0, 0.0)                            # torch (out, in) -> ours
+  net, params = seed004.seed004_params(0)
+  _close(params[0].W.T, seed004.SEED004_W0, 0.0)                       # torch (out, in) -> ours
   assert [p.W.shape for p in params] == [(3, 3), (3, 2), (2, 3)]
-  x, z = se.SEED004_X, se.SEED004_Z
+  x, z = seed004.SEED004_X, seed004.SEED004_Z
   hand, auto = jax.jit(lambda p: (
       backprop.grad(net, "softmax_cross_entropy", p, x, z),
       jax.grad(jaxbp.objective(net, "softmax_cross_entropy"))(p, x, z)))(params)
-  _close(se._flat(hand), se._flat(auto), EXACT)
+  _close(se.flat(hand), se.flat(auto), EXACT)
   r = _row(rows, "004 network", "dL/dW_h1")
   _close(r.jaxbp, auto[0].W, EXACT)
   for q in ("SGD lr 0.1", "momentum step from v=0", "5 momentum steps"):
@@ -339,7 +400,9 @@ def test_seed004_gradient_points_uphill(rows):
 def test_pytorch_agrees():
   pytest.importorskip("torch")
   config = se.Config(torch=True)
-  rows = se.cube(config) + se.torch_mse_example(config) + se.seed004_network(config)
+  with se.float64():            # the example functions assume float64; run() provides it
+    rows = (seed004.cube(config) + seed003.torch_mse_example(config)
+            + seed004.seed004_network(config))
   for r in rows:
     assert r.agreement.startswith(("yes", "note")), r
   _close(_row(rows, "004 x**3", "d(x^3)/dx at 1: torch").jaxbp, 3.0, EXACT)

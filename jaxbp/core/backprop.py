@@ -44,7 +44,8 @@ import jax.numpy as jnp
 from jaxbp.core import activations as _act
 from jaxbp.core import losses as _losses
 from jaxbp.core import nets as _nets
-from jaxbp.core.nets import MLP, Dense, Trace
+from jaxbp.core.layers import Dense, RowScale, Trace, layer_stream, take_sample
+from jaxbp.core.nets import MLP
 
 
 class Backward(NamedTuple):
@@ -69,7 +70,7 @@ def _output_delta(net: MLP, loss: _losses.Loss, z, h, y, reduction):
   if pair in (("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy")):
     # dL/dp * dp/dz collapses to p - y: no division by p (1 - p), which
     # underflows for saturated units. Same reduction count as the loss.
-    y = _losses._target(loss.name, h, y, loss.categorical)
+    y = _losses.target(loss.name, h, y, loss.categorical)
     count = h.shape[0] if loss.categorical else h.size
     return (h - y) / count if reduction == "mean" else h - y
   g = loss.grad(h, y, reduction)
@@ -100,12 +101,24 @@ def _batch_norm_backward(delta, u, gamma, eps):
   return du, jnp.sum(delta * uhat, axis=0)
 
 
-def _layer_backward(net: MLP, g: int, p, h_in, z, g_out, param_grads: bool = True):
+def layer_backward(net: MLP, g: int, p, h_in, z, g_out, param_grads: bool = True,
+                   scale: RowScale | None = None):
   """One layer, top to bottom: dL/dh_k -> (delta_k, param grads, dL/dh_{k-1}).
+
+  The one step of the delta recursion, the hand derivative of
+  :func:`jaxbp.nets.layer_forward`::
+
+      delta_k     = dL/dh_k * phi'(z_k)          (hidden layers; the output's is given)
+      dL/dh_{k-1} = delta_k @ W_k^T  (+ dL/dh_k through a residual skip)
+      dL/dW_k     = h_{k-1}^T @ delta_k,   dL/db_k = sum_batch delta_k
 
   For the output layer ``g_out`` is delta_K itself. With ``param_grads=False``
   the batch-summed parameter gradients are not formed (``None``): only the
-  deltas are wanted (:func:`per_example_grads`).
+  deltas are wanted. With a :class:`jaxbp.nets.RowScale` the layer computed
+  ``z = w * (h @ W) + b * bias`` row by row, so ``dL/dh_{k-1} = w * (delta_k @
+  W^T)``; the parameter gradients are then those of the unit weights summed
+  over every row, which is rarely what is wanted (the sweep takes norms of
+  ``h^T delta`` per block of rows instead).
   """
   if net.is_hidden(g):
     delta = g_out * net.phi.grad(z)
@@ -119,19 +132,22 @@ def _layer_backward(net: MLP, g: int, p, h_in, z, g_out, param_grads: bool = Tru
     grads = (Dense(h_in.T @ delta, jnp.sum(delta, axis=0) if p.b is not None else None)
              if param_grads else None)
   g_in = du @ p.W.T
+  if scale is not None:
+    g_in = scale.w * g_in
   if net.is_residual(g):
     g_in = g_in + g_out       # the identity skip passes dL/dh_k straight down
   return delta, grads, g_in
 
 
 def backward(net: MLP, loss, params, x, y, reduction: str = "mean",
-             param_grads: bool = True) -> Backward:
+             param_grads: bool = True, scale: RowScale | None = None,
+             select=None) -> Backward:
   """Runs the forward pass, then the delta recursion from the output back.
 
   Carries ``dL/dh_k`` down the net; every layer turns it into its
   ``delta_k = dL/dh_k * phi'(z_k)``, its parameter gradients and ``dL/dh_{k-1}``
   (plus the skip term for residual layers, through batch norm's statistics for
-  batch-normalised ones).
+  batch-normalised ones), :func:`layer_backward`.
 
   Args:
     net: the network spec.
@@ -142,6 +158,12 @@ def backward(net: MLP, loss, params, x, y, reduction: str = "mean",
     reduction: ``"mean"`` or ``"sum"``.
     param_grads: False skips the batch-summed parameter gradients (``grads`` is
       then a tuple of ``None``); the deltas and the trace are unchanged.
+    scale: per-row factors on every layer (:class:`jaxbp.nets.RowScale`): rows
+      stacked from nets that differ by a weight scale and a bias scale, run on
+      shared unit weights. Use with ``param_grads=False``.
+    select: a sample index: every params leaf carries a leading sample axis and
+      the net of sample ``select`` runs, its layers read one at a time
+      (``MLP.trace``'s ``select``).
 
   Returns:
     A :class:`Backward` with the loss, the gradients and every delta_k.
@@ -149,7 +171,7 @@ def backward(net: MLP, loss, params, x, y, reduction: str = "mean",
   loss = _losses.get(loss)
   if reduction not in ("mean", "sum"):
     raise ValueError(f"backprop: reduction must be 'mean' or 'sum', got {reduction!r}.")
-  tr = net.trace(params, x)
+  tr = net.trace(params, x, scale=scale, select=select)
   x = jnp.asarray(x)
   value = loss.fn(tr.h[-1], y, reduction)
   G = len(params)
@@ -164,17 +186,18 @@ def backward(net: MLP, loss, params, x, y, reduction: str = "mean",
     if net.is_stacked(g):
       # Layer l of the stack reads h_{l-1}: the group's input, then its own outputs.
       h_ins = jnp.concatenate([h_in[None], tr.h[g][:-1]], axis=0)
+      stream, take = layer_stream(params[g], select)
 
-      def step(g_h, xs, g=g):
+      def step(g_h, xs, g=g, take=take):
         p, h_in, z = xs
-        delta, grads, g_in = _layer_backward(net, g, p, h_in, z, g_h, param_grads)
+        delta, grads, g_in = layer_backward(net, g, take(p), h_in, z, g_h, param_grads, scale)
         return g_in, (delta, grads)
 
       g_h, (deltas[g], grads[g]) = jax.lax.scan(
-          step, g_h, (params[g], h_ins, tr.z[g]), reverse=True)
+          step, g_h, (stream, h_ins, tr.z[g]), reverse=True)
     else:
-      deltas[g], grads[g], g_h = _layer_backward(net, g, params[g], h_in, tr.z[g], g_h,
-                                                 param_grads)
+      deltas[g], grads[g], g_h = layer_backward(net, g, take_sample(params[g], select), h_in,
+                                                tr.z[g], g_h, param_grads, scale)
   return Backward(value, tuple(grads), tuple(deltas), tr)
 
 

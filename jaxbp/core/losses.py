@@ -106,8 +106,10 @@ def _check_reduction(reduction):
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
 
 
-def _target(name, h, y, categorical):
-  """Validates ``y`` against ``h`` and returns it as a float array of h's shape."""
+def target(name, h, y, categorical):
+  """Validates ``y`` against the output ``h`` and returns it as a float array of h's
+  shape (integer labels one-hot encoded when ``categorical``); ``name`` labels the
+  error."""
   h = jnp.asarray(h)
   if not jnp.issubdtype(h.dtype, jnp.floating):
     raise TypeError(f"{name}: the network output must be floating point, got {h.dtype}.")
@@ -140,13 +142,13 @@ def _make(name, term, term_grad, categorical):
   def fn(h, y, reduction="mean"):
     _check_reduction(reduction)
     h = jnp.asarray(h)
-    y = _target(name, h, y, categorical)
+    y = target(name, h, y, categorical)
     return _reduce(term(h, y), reduction)
 
   def grad(h, y, reduction="mean"):
     _check_reduction(reduction)
     h = jnp.asarray(h)
-    y = _target(name, h, y, categorical)
+    y = target(name, h, y, categorical)
     # The number of terms _reduce divides by: one per example (all axes but the
     # class axis) for categorical losses, one per element otherwise.
     count = math.prod(h.shape[:-1]) if categorical else h.size

@@ -41,7 +41,7 @@ Two variants for deep nets (seed 003 §4.4's remedies):
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -50,50 +50,8 @@ import numpy as np
 from jaxbp.core import activations as _act
 from jaxbp.core import initializers as _init
 from jaxbp.core import losses as _losses
-
-
-class Dense(NamedTuple):
-  """One affine layer ``z = h @ W + b`` (or a stack of them, with a leading axis).
-
-  Attributes:
-    W: weights, ``(in, out)``; ``(L, n, n)`` for a stack of L layers.
-    b: biases, ``(out,)``; ``(L, n)`` for a stack; ``None`` when the net has no bias.
-  """
-  W: jax.Array
-  b: Optional[jax.Array]
-
-
-class BatchNormDense(NamedTuple):
-  """A layer ``z = gamma * normalise(h @ W) + beta`` (batch statistics).
-
-  Attributes:
-    W: weights ``(in, out)``, or ``(L, n, n)`` stacked.
-    gamma: scale ``(out,)``, or ``(L, n)``; starts at 1.
-    beta: shift ``(out,)``, or ``(L, n)``; starts at 0.
-  """
-  W: jax.Array
-  gamma: jax.Array
-  beta: jax.Array
-
-
-def batch_norm(u, gamma, beta, eps):
-  """``gamma (u - mean) / sqrt(var + eps) + beta`` with the batch's mean and variance."""
-  mean = jnp.mean(u, axis=0, keepdims=True)
-  var = jnp.mean((u - mean) ** 2, axis=0, keepdims=True)
-  return gamma[None, :] * (u - mean) * jax.lax.rsqrt(var + eps) + beta[None, :]
-
-
-class Trace(NamedTuple):
-  """What the forward pass caches for backprop, aligned with the params tuple.
-
-  Attributes:
-    z: pre-activations, one entry per ``Dense``: ``(batch, out)``, or
-      ``(L, batch, n)`` for a stacked group.
-    h: layer outputs, the same shapes: ``phi(z)``, or ``h_{k-1} + phi(z_k)`` for a
-      residual layer. ``h[-1]`` is the net's output.
-  """
-  z: Tuple[jax.Array, ...]
-  h: Tuple[jax.Array, ...]
+from jaxbp.core.layers import (BatchNormDense, Dense, RowScale, Trace, batch_norm, layer_forward,
+                                layer_stream, take_sample)  # noqa: F401  (re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,35 +248,33 @@ class MLP:
 
   # -- forward -----------------------------------------------------------------
 
-  def _layer(self, g, checkpoint: Optional[bool] = None):
-    """The function ``(h, p) -> (h_next, z)`` of one layer of group g.
+  def layer(self, g, checkpoint: Optional[bool] = None):
+    """Layer g's forward, ``(h, p, probe=None, scale=None) -> (h_next, z)``.
 
-    Checkpointed (``jax.checkpoint``) with per-layer remat; ``checkpoint``
+    :func:`layer_forward` with this group's activation, skip and batch norm;
+    checkpointed (``jax.checkpoint``) with per-layer remat, and ``checkpoint``
     overrides that (block remat checkpoints whole blocks instead).
     """
     phi = self.phi if self.is_hidden(g) else self.phi_out
-    bn, residual, eps = self.is_batchnorm(g), self.is_residual(g), self.bn_eps
+    residual = self.is_residual(g)
+    eps = self.bn_eps if self.is_batchnorm(g) else None
 
-    def layer(h, p):
-      if bn:
-        z = batch_norm(h @ p.W, p.gamma, p.beta, eps)
-      else:
-        z = h @ p.W if p.b is None else h @ p.W + p.b[None, :]
-      a = phi.fn(z)
-      return (h + a if residual else a), z
+    def fn(h, p, probe=None, scale=None):
+      return layer_forward(h, p, phi, residual=residual, batchnorm_eps=eps, probe=probe,
+                           scale=scale)
 
     if checkpoint is None:
       checkpoint = self.remat_block == 1
-    return jax.checkpoint(layer) if checkpoint else layer
+    return jax.checkpoint(fn) if checkpoint else fn
 
   def _run_stack(self, g, h, p):
     """The stacked group g on h (outputs only), under its remat scheme."""
     k = self.remat_block
     L = p.W.shape[0]
     if k <= 1:
-      layer = self._layer(g)
+      layer = self.layer(g)
       return jax.lax.scan(lambda h, p: (layer(h, p)[0], None), h, p)[0]
-    layer = self._layer(g, checkpoint=False)
+    layer = self.layer(g, checkpoint=False)
 
     def block(size):
       # Layers [i k, i k + size) under one checkpoint: the backward pass keeps
@@ -339,25 +295,47 @@ class MLP:
       h = block(r)(h, n)
     return h
 
-  def trace(self, params, x) -> Trace:
+  def trace(self, params, x, probes=None, scale: Optional[RowScale] = None,
+            select=None) -> Trace:
     """Forward pass that keeps every z_k and h_k (what backprop caches).
+
+    Args:
+      params: ``init``-shaped parameters; with ``select``, every leaf carries one
+        more leading axis, of samples.
+      x: inputs ``(batch, sizes[0])``.
+      probes: optional additions to the pre-activations, ``z_k += probes[k]``,
+        shaped like the trace's ``z`` (``jaxbp.diagnostics.zero_probes``): the
+        derivative with respect to ``probes[k]`` is ``delta_k``.
+      scale: optional :class:`RowScale`: per-row factors on every layer's matmul
+        and bias (:func:`layer_forward`).
+      select: optional sample index into the params' leading axis. The layers
+        read their weights one at a time from the selected sample, so a stack
+        of many nets' weights is never copied to pick one.
 
     Returns a :class:`Trace` aligned with ``params``; stacked groups come with a
     leading layer axis.
     """
-    self.check_params(params)
+    self.check_params(params if select is None else
+                      jax.tree_util.tree_map(lambda a: a[0], params))
     h = self.check_input(x)
+    if probes is None:
+      probes = (None,) * len(params)
     zs, hs = [], []
-    for g, p in enumerate(params):
+    for g, (p, probe) in enumerate(zip(params, probes)):
+      layer = self.layer(g)
       if self.is_stacked(g):
-        def step(h, p, layer=self._layer(g)):
-          h, z = layer(h, p)
+        xs, take = layer_stream(p, select)
+
+        def step(h, xs_probe, layer=layer, take=take):
+          xs, probe = xs_probe
+          h, z = layer(h, take(xs), probe, scale)
           return h, (z, h)
-        h, (z, hstack) = jax.lax.scan(step, h, p)
+
+        h, (z, hstack) = jax.lax.scan(step, h, (xs, probe))
         zs.append(z)
         hs.append(hstack)
       else:
-        h, z = self._layer(g)(h, p)
+        h, z = layer(h, take_sample(p, select), probe, scale)
         zs.append(z)
         hs.append(h)
     return Trace(tuple(zs), tuple(hs))
@@ -375,7 +353,7 @@ class MLP:
       elif k > 1 and not self.stack:
         # Block remat of an unrolled net: k consecutive layers in one checkpoint.
         gs = tuple(range(g, min(g + k, len(params))))
-        layers = [self._layer(i, checkpoint=False) for i in gs]
+        layers = [self.layer(i, checkpoint=False) for i in gs]
 
         @jax.checkpoint
         def block(h, ps, layers=layers):
@@ -388,7 +366,7 @@ class MLP:
       else:
         # Per-layer remat; with block remat of a stacked net, the layers
         # around the stack are checkpointed one by one.
-        h, _ = self._layer(g, checkpoint=k >= 1)(h, params[g])
+        h, _ = self.layer(g, checkpoint=k >= 1)(h, params[g])
         g += 1
     return h
 

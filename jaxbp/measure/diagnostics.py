@@ -91,7 +91,7 @@ class ChainProfile(NamedTuple):
 # -- per-layer reductions --------------------------------------------------------
 
 
-def _norm(a, axes):
+def scaled_norm(a, axes):
   """``sqrt(sum a^2)`` over ``axes``, scaled by max|a| so that squaring never
   overflows (|a| ~ 1e200 in exploding nets) or underflows (~1e-200 in vanishing
   ones). 0 stays 0, inf stays inf, nan stays nan."""
@@ -137,21 +137,23 @@ def layer_norms(net: _nets.MLP, grads, deltas) -> GradientNorms:
   Takes the output of any backward pass (:func:`jaxbp.backprop.backward`,
   :func:`autodiff_backward`), for plain, residual or batch-norm nets.
   """
-  weight = per_layer(net, [p.W for p in grads], lambda w: _norm(w, (0, 1)))
+  weight = per_layer(net, [p.W for p in grads], lambda w: scaled_norm(w, (0, 1)))
   biases = [_bias_of(p) for p in grads]
   if any(b is None for b in biases):
     bias = jnp.zeros_like(weight)   # no biases: the empty gradient has norm 0
   else:
-    bias = per_layer(net, biases, lambda b: _norm(b, (0,)))
+    bias = per_layer(net, biases, lambda b: scaled_norm(b, (0,)))
   # ||delta||_F / sqrt(batch): the per-example root-mean-square norm.
-  delta = per_layer(net, deltas, lambda d: _norm(d, (0, 1)) / jnp.sqrt(d.shape[0]))
+  delta = per_layer(net, deltas, lambda d: scaled_norm(d, (0, 1)) / jnp.sqrt(d.shape[0]))
   return GradientNorms(weight, bias, delta)
 
 
 layer_inputs = _nets.layer_inputs   # every layer's input h_{k-1}, aligned with params
 
 
-def _gram_norm(h, d):
+def gram_norm(h, d):
+  """``||h^T d||_F`` without forming ``h^T d``, each side scaled by its max as in
+  :func:`scaled_norm`, so nothing overflows."""
   # ||h^T d||_F^2 = sum_{b,c} (h_b . h_c)(d_b . d_c): two (batch, batch) Gram
   # matrices instead of the (in, out) gradient, each side scaled by its max so
   # nothing overflows. The logs add where the products would not fit.
@@ -164,7 +166,8 @@ def _gram_norm(h, d):
   return sh * sd * jnp.sqrt(jnp.maximum(inner, 0.0))
 
 
-def norms_from_deltas(net: _nets.MLP, x, trace: _nets.Trace, deltas) -> GradientNorms:
+def norms_from_deltas(net: _nets.MLP, x, trace: _nets.Trace, deltas,
+                      blocks: int | None = None) -> GradientNorms:
   """:class:`GradientNorms` from the deltas and the forward trace, without forming dW.
 
   ``dL/dW_k = h_{k-1}^T delta_k`` and ``dL/db_k = sum_batch delta_k``, and
@@ -173,17 +176,32 @@ def norms_from_deltas(net: _nets.MLP, x, trace: _nets.Trace, deltas) -> Gradient
   drops their computation, so a deep, wide sweep needs neither the time nor
   the (L, n, n) memory of dW. Equal to :func:`layer_norms` to round-off, for
   plain and residual nets (batch norm's dW goes through the batch statistics).
+
+  Args:
+    blocks: None, or C: the batch holds C nets' examples stacked along the rows,
+      configuration-major (``backprop.backward(..., scale=RowScale(...))``),
+      and every norm is taken per block of ``batch / C`` rows. Each field is
+      then ``(K, C)``.
   """
   if any(net.is_batchnorm(g) for g in range(len(net.groups))):
     raise ValueError("norms_from_deltas: batch-norm layers' dW is not h^T delta; use "
                      "layer_norms(net, grads, deltas) with the grads of backprop.backward.")
+  if blocks is None:
+    each = lambda fn: fn
+  else:
+    if jnp.shape(x)[0] % blocks:
+      raise ValueError(f"norms_from_deltas: {jnp.shape(x)[0]} rows do not split into "
+                       f"blocks={blocks} equal blocks.")
+    split = lambda a: a.reshape((blocks, a.shape[0] // blocks) + a.shape[1:])
+    each = lambda fn: lambda *a: jax.vmap(fn)(*map(split, a))
   weight = per_layer(net, tuple(zip(layer_inputs(net, x, trace), deltas)),
-                     lambda hd: _gram_norm(*hd))
+                     lambda hd: each(gram_norm)(*hd))
   if net.bias:
-    bias = per_layer(net, deltas, lambda d: _norm(jnp.sum(d, axis=0), (0,)))
+    bias = per_layer(net, deltas, each(lambda d: scaled_norm(jnp.sum(d, axis=0), (0,))))
   else:
     bias = jnp.zeros_like(weight)
-  delta = per_layer(net, deltas, lambda d: _norm(d, (0, 1)) / jnp.sqrt(d.shape[0]))
+  delta = per_layer(net, deltas,
+                    each(lambda d: scaled_norm(d, (0, 1)) / jnp.sqrt(d.shape[0])))
   return GradientNorms(weight, bias, delta)
 
 
@@ -199,24 +217,6 @@ def zero_probes(net: _nets.MLP, x) -> Tuple[jax.Array, ...]:
                for g, (n, _, fo) in enumerate(net.groups))
 
 
-def _probed_layer(net: _nets.MLP, g: int):
-  """``(h, (p, probe)) -> (h_next, z)``: layer g of ``net`` with ``z += probe``."""
-  phi = net.phi if net.is_hidden(g) else net.phi_out
-  bn, residual = net.is_batchnorm(g), net.is_residual(g)
-
-  def layer(h, p_probe):
-    p, probe = p_probe
-    if bn:
-      z = _nets.batch_norm(h @ p.W, p.gamma, p.beta, net.bn_eps)
-    else:
-      z = h @ p.W if p.b is None else h @ p.W + p.b[None, :]
-    z = z + probe          # the probe enters exactly where delta is defined
-    a = phi.fn(z)
-    return (h + a if residual else a), z
-
-  return jax.checkpoint(layer) if net.remat else layer
-
-
 def probed_trace(net: _nets.MLP, params, x, probes) -> _nets.Trace:
   """The forward pass of ``net.trace`` with ``z_k = h_{k-1} W_k + b_k + probes[k]``.
 
@@ -230,23 +230,7 @@ def probed_trace(net: _nets.MLP, params, x, probes) -> _nets.Trace:
     x: inputs ``(batch, sizes[0])``.
     probes: :func:`zero_probes`-shaped additions to the pre-activations.
   """
-  net.check_params(params)
-  h = net.check_input(x)
-  zs, hs = [], []
-  for g, (p, probe) in enumerate(zip(params, probes)):
-    layer = _probed_layer(net, g)
-    if net.is_stacked(g):
-      def step(h, xs, layer=layer):
-        h, z = layer(h, xs)
-        return h, (z, h)
-      h, (z, hstack) = jax.lax.scan(step, h, (p, probe))
-      zs.append(z)
-      hs.append(hstack)
-    else:
-      h, z = layer(h, (p, probe))
-      zs.append(z)
-      hs.append(h)
-  return _nets.Trace(tuple(zs), tuple(hs))
+  return net.trace(params, x, probes=probes)
 
 
 def autodiff_backward(net: _nets.MLP, loss, params, x, y,

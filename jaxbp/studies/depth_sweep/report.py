@@ -1,6 +1,6 @@
 """The depth sweep's outputs: agreement with theory, result files, figures and report.
 
-Split from :mod:`jaxbp.sweep` (which computes) so that each stays small:
+The study (:mod:`~jaxbp.studies.depth_sweep.study`) computes; this module writes.
 :func:`agreement` summarises the rows against mean-field theory,
 :func:`write_outputs` writes ``results.csv``, ``results.json`` (with
 provenance), ``profiles.png``, ``slopes.png``, ``phase.png`` and ``report.md``,
@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from jaxbp import io as _results
+from jaxbp import io as _io
+from jaxbp.studies.depth_sweep.config import NAMED_INITS, critical_line
 
 TOLERANCE = 0.01   # nats per layer: the target agreement at width >= 500
 
@@ -42,17 +43,17 @@ _CSV_COLUMNS = ("activation", "init", "weights", "sigma_w2", "sigma_b2", "depth"
 def write_outputs(out_dir, config, rows, profiles, summary, figures, started):
   """Writes the sweep's files into ``out_dir`` (see the module docstring)."""
   join = lambda name: os.path.join(out_dir, name)
-  _results.write_csv(join("results.csv"), {
+  _io.write_csv(join("results.csv"), {
       c: ["" if r[c] is None else r[c] for r in rows] for c in _CSV_COLUMNS})
-  _results.write_json(join("results.json"), {
+  _io.write_json(join("results.json"), {
       "config": config.to_dict(), "seeds": list(config.seeds),
-      "provenance": _results.provenance(started), "summary": summary, "rows": rows,
+      "provenance": _io.provenance(started), "summary": summary, "rows": rows,
       "profiles": profiles})
   if figures:
     _plot_profiles(rows, profiles, config, join("profiles.png"))
     _plot_slopes(rows, config, join("slopes.png"))
     _plot_phase(rows, config, join("phase.png"))
-  _results.write_text(join("report.md"), _report(rows, config, summary))
+  _io.write_text(join("report.md"), _report(rows, config, summary))
 
 
 _COLORS = {"sigmoid": "tab:green", "tanh": "tab:blue", "relu": "tab:red", "leaky_relu": "tab:orange"}
@@ -63,7 +64,6 @@ def _color(a):
 
 
 def _label(r):
-  from jaxbp.studies.depth_sweep.sweep import NAMED_INITS   # sweep imports this module: import at call time
   if r["init"] in NAMED_INITS:
     return r["init"]
   pre = "orth " if r["weights"] == "orthogonal" else ""
@@ -73,7 +73,7 @@ def _label(r):
 
 def _plot_profiles(rows, profiles, config, path):
   """ln ||delta_l||^2 against layer at the deepest depth, theory dashed."""
-  plt = _results.pyplot()
+  plt = _io.pyplot()
   deepest = max(config.depths)
   acts = config.activations
   fig, axes = plt.subplots(1, len(acts), figsize=(4.6 * len(acts), 4), squeeze=False)
@@ -103,12 +103,12 @@ def _plot_profiles(rows, profiles, config, path):
   fig.suptitle("Gradient-norm profiles (solid: measured, mean of seeds; dashed: "
                r"$(l_{top} - l)\ln\chi_1$; red x: overflow)", fontsize=9)
   fig.tight_layout()
-  _results.save_figure(fig, path)
+  _io.save_figure(fig, path)
 
 
 def _plot_slopes(rows, config, path):
   """Measured slope against ln chi_1, and the error at the deepest depth."""
-  plt = _results.pyplot()
+  plt = _io.pyplot()
   deepest = max(config.depths)
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
   usable = [r for r in rows if r["fit_last"] - r["fit_first"] >= 2 and np.isfinite(r["slope_theory"])]
@@ -138,12 +138,12 @@ def _plot_slopes(rows, config, path):
           title=f"error at depth {deepest}, width {config.width} (bars: s.e.m. over seeds)")
   ax2.legend(fontsize=7)
   fig.tight_layout()
-  _results.save_figure(fig, path)
+  _io.save_figure(fig, path)
 
 
 def _plot_phase(rows, config, path):
   """sigma_w2 x sigma_b2 heatmaps of the measured slope, with the chi_1 = 1 line."""
-  plt = _results.pyplot()
+  plt = _io.pyplot()
   deepest = max(config.depths)
   acts = config.activations
   fig, axes = plt.subplots(1, len(acts), figsize=(4.4 * len(acts), 3.8), squeeze=False)
@@ -174,7 +174,7 @@ def _plot_phase(rows, config, path):
                 color="red" if r["status"] != "ok" else "w" if dark else "k")
     # chi_1 = 1 in index coordinates: interpolate the critical sigma_w2 on the grid.
     fine = np.linspace(min(bs), max(bs), 41) if len(bs) > 1 else np.array(bs)
-    crit = _critical_sigma_w2(a, fine)
+    crit = critical_line(a, fine)
     ok = np.isfinite(crit) & (crit >= min(ws)) & (crit <= max(ws))
     if ok.any() and len(ws) > 1:
       x = np.interp(crit[ok], ws, np.arange(len(ws)))
@@ -188,12 +188,7 @@ def _plot_phase(rows, config, path):
   fig.suptitle(r"Phase diagram: measured per-layer slope (theory $\ln\chi_1$ in brackets); "
                r"vanishing < 0 < exploding", fontsize=9)
   fig.tight_layout()
-  _results.save_figure(fig, path)
-
-
-def _critical_sigma_w2(activation, sigma_b2):
-  from jaxbp.studies.depth_sweep.sweep import critical_sigma_w2   # sweep imports this module
-  return critical_sigma_w2(activation, sigma_b2)
+  _io.save_figure(fig, path)
 
 
 def _fmt(v, spec=".4f"):
