@@ -1,14 +1,15 @@
-"""experiments/benchmark.py: --quick writes every section; every baseline gets the same gradient.
+"""jaxbp.studies.benchmark: a quick run writes every section; every baseline gets the same gradient.
 
 The timings themselves are not asserted (a shared CI machine makes them
 noise); what is asserted is that every section and target is there, that every
 method being timed computes the same gradient as ``jax.grad`` (float32 round-off),
-and that the sections needing torch say why when it is missing.
+that the sections needing torch say why when it is missing, and that a bad
+config fails at construction.
 """
 import dataclasses
-import importlib.util
 import json
-import pathlib
+import os
+import subprocess
 import sys
 
 import jax
@@ -17,48 +18,38 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp.studies import benchmarking
-
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmark.py"
-_spec = importlib.util.spec_from_file_location("benchmark", _PATH)
-bm = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bm          # dataclasses look their module up there
-_spec.loader.exec_module(bm)
+from jaxbp.studies import benchmark
+from jaxbp.studies.benchmark import baselines, common, memory, timing
+from jaxbp.studies.benchmark.config import Grid
 
 F32_RTOL = 1e-4     # float32 gradients of depth-3 nets, different summation orders
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-  out = tmp_path_factory.mktemp("bench")
-  res = bm.run(bm.quick(), out)
-  return out, res
+def test_quick_run_writes_every_section_target_and_same_gradient(tmp_path):
+  # One test for the whole run: under pytest-xdist a shared fixture would run once per worker.
+  config = benchmark.quick(batches=(8,), repeats=2)
+  res = benchmark.run(config, tmp_path)
 
-
-def test_quick_writes_every_section(quick_run):
-  out, res = quick_run
-  saved = json.loads((out / "results.json").read_text())
-  for name in bm.SECTIONS + ("machine", "targets"):
+  saved = json.loads((tmp_path / "results.json").read_text())
+  for name in benchmark.SECTIONS + ("machine", "targets"):
     assert name in saved, name
-  md = (out / "results.md").read_text()
+  md = (tmp_path / "results.md").read_text()
   for heading in ("## 1. Gradient step throughput", "## 2. Compile time", "## 3. Peak memory",
                   "## 4. Depth-sweep grid", "## 5. Per-example gradients", "## Targets"):
     assert heading in md, heading
   for field in ("cpu", "cores", "jax", "jaxlib", "torch", "numpy", "device"):
     assert str(saved["machine"][field]) in md, field
-  assert json.loads((out / "config.json").read_text())["quick"] is True
+  written = json.loads((tmp_path / "config.json").read_text())
+  assert written["quick"] is True
+  assert benchmark.Config(**written) == config          # config.json reads back as the config
 
-
-def test_quick_targets_are_all_reported(quick_run):
-  _, res = quick_run
+  # Every target is reported, met or missed.
   assert len(res["targets"]) == 7
   for t in res["targets"]:
     assert isinstance(t["met"], bool), t
     assert t["measured"] is None or t["measured"] > 0, t
 
-
-def test_every_timed_method_computes_the_same_gradient(quick_run):
-  _, res = quick_run
+  # Every timed method computes the same gradient.
   for row in res["throughput"]["rows"]:
     assert set(row["methods"]) >= {"jaxbp autodiff", "jaxbp hand recursion", "numpy (seed 002)"}
     for name, m in row["methods"].items():
@@ -70,18 +61,14 @@ def test_every_timed_method_computes_the_same_gradient(quick_run):
   assert all(e < F32_RTOL for e in res["sweep"]["grid"]["max_rel_err"].values())
   assert all(e < F32_RTOL for e in res["per_example"]["max_rel_err"].values())
 
-
-def test_quick_compile_skips_unrolled_over_budget_with_a_reason(quick_run):
-  _, res = quick_run
+  # Compile: unrolled nets predicted over budget are skipped with the reason.
   rows = res["compile"]["rows"]
   assert rows["unrolled"][1000]["skipped"].startswith("skipped: predicted")
   for variant in ("scan", "scan + remat"):
     assert set(rows[variant]) == {10, 100, 1000}
     assert all(r["total_s"] > 0 for r in rows[variant].values())
 
-
-def test_quick_memory_measured_in_subprocesses(quick_run):
-  _, res = quick_run
+  # Memory, measured in a child process.
   for variant, row in res["memory"]["rows"].items():
     for depth, r in row.items():
       assert "skipped" not in r, (variant, depth, r)
@@ -96,11 +83,13 @@ def test_quick_memory_measured_in_subprocesses(quick_run):
 
 def test_sections_needing_torch_say_it_is_missing(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "torch", None)      # import torch -> ImportError
-  config = dataclasses.replace(bm.quick(), sections=("throughput",), widths=(8,), batches=(4,),
-                               repeats=1, warmup=0, min_time=0.0)
+  config = benchmark.quick(sections=("throughput",), widths=(8,), batches=(4,), repeats=1,
+                           warmup=0, min_time=0.0)
   missing = "skipped: torch not installed"
-  assert bm._torch_skip(config) == missing             # what the sweep section records too
-  res = bm.run(config, tmp_path)
+  assert baselines.torch_skip(config) == missing       # what the sweep section records too
+  assert baselines.torch_skip(dataclasses.replace(config, torch=False)) == \
+      "skipped: torch disabled (--no-torch)"
+  res = benchmark.run(config, tmp_path)
   assert res["throughput"]["torch"] == missing
   assert res["throughput"]["rows"][0]["torch eager"] == missing
   assert not any(m.startswith("torch") for m in res["throughput"]["rows"][0]["methods"])
@@ -108,21 +97,69 @@ def test_sections_needing_torch_say_it_is_missing(tmp_path, monkeypatch):
   assert missing in (tmp_path / "results.md").read_text()
 
 
+# -- the config ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field,value", [
+    ("widths", ()), ("widths", (0,)), ("widths", "64"), ("depth", 1), ("depth", 2.0),
+    ("batches", (True,)), ("repeats", 0), ("warmup", -1), ("min_time", -0.1),
+    ("min_time", float("nan")), ("matmul_n", 0), ("compile_depths", ()),
+    ("compile_budget_s", 0.0), ("memory_depths", (1,)), ("memory_timeout_s", -1),
+    ("memory_fresh_process", "no"), ("torch", 1), ("quick", None), ("seed", -1),
+    ("sections", ()), ("sections", ("throughput", "nope")), ("sections", ("compile", "compile")),
+    ("sections", "throughput"), ("per_example_batch", 0),
+    ("sweep_grid", Grid(0, (1.0,), (0.0,), 4, 8, 4)),
+    ("sweep_grid", Grid(1, (), (0.0,), 4, 8, 4)),
+    ("sweep_grid", Grid(1, (0.0,), (0.0,), 4, 8, 4)),
+    ("sweep_grid", Grid(1, (1.0,), (-0.1,), 4, 8, 4)),
+    ("sweep_grid", (1, 2)), ("sweep_small_grid", "small"),
+])
+def test_config_rejects_a_bad_value_naming_the_field(field, value):
+  with pytest.raises(ValueError, match=field):
+    benchmark.Config(**{field: value})
+
+
+def test_config_normalises_lists_and_grids():
+  config = benchmark.Config(widths=[8, 16], sections=["compile"], compile_depths=[100, 10],
+                            sweep_grid=[2, [1.0], [0.0], 4, 8, 4],
+                            sweep_small_grid={"seeds": 1, "sigma_w2": [1], "sigma_b2": [0],
+                                              "depth": 2, "width": 4, "batch": 2})
+  assert config.widths == (8, 16) and config.sections == ("compile",)
+  assert config.compile_depths == (10, 100)       # ascending: each predicts the next
+  assert config.sweep_grid == Grid(2, (1.0,), (0.0,), 4, 8, 4)
+  assert isinstance(config.sweep_small_grid, Grid) and config.sweep_small_grid.sigma_w2 == (1.0,)
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    config.depth = 3
+  with pytest.raises(ValueError, match="config must be a benchmark Config"):
+    benchmark.run({"quick": True}, "/tmp/unused")
+
+
+def test_import_sets_no_environment_thread_count_or_jax_option():
+  code = ("import os, jax; env = dict(os.environ); x64 = jax.config.jax_enable_x64\n"
+          "import jaxbp.studies.benchmark, jaxbp.studies.benchmark.memory_child\n"
+          "assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items())\n"
+          "assert jax.config.jax_enable_x64 == x64\n"
+          "import sys; assert 'torch' not in sys.modules")
+  # Unset OMP_*, so that even a setdefault of one would show.
+  env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+  subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
 # -- the pieces, against independent references --------------------------------
 
 
 def test_step_flops_counts_six_per_multiply_add():
-  assert benchmarking.step_flops((3, 4, 2), batch=5) == 6 * 5 * (3 * 4 + 4 * 2)
+  assert timing.step_flops((3, 4, 2), batch=5) == 6 * 5 * (3 * 4 + 4 * 2)
 
 
 @pytest.mark.parametrize("layers,block", [(9, 3), (27, 3), (999, 27), (7, 1), (64, 4)])
 def test_block_size_minimises_saved_arrays(layers, block):
-  assert bm._block_size(layers) == block
+  assert memory.block_size(layers) == block
 
 
 def test_block_size_counts_the_sliced_weights():
   # depth 1000, width 1024, batch 256: W is 4 h, so blocks shrink from 27 to 9.
-  assert bm._block_size(999, h_bytes=256 * 1024, w_bytes=1024 * 1024) == 9
+  assert memory.block_size(999, h_bytes=256 * 1024, w_bytes=1024 * 1024) == 9
 
 
 def _net_params_data(width=5, depth=7, batch=4, dtype=jnp.float64):
@@ -136,10 +173,10 @@ def _net_params_data(width=5, depth=7, batch=4, dtype=jnp.float64):
 def test_block_remat_variant_is_the_library_option_and_matches_autodiff():
   # A stack of 27 narrow layers over a large batch: blocks of 3.
   net, params, x, y = _net_params_data(width=2, depth=28, batch=64)
-  block_net, grad_fn = bm._grad_program("autodiff, scan + block remat", 28, 2, 64)
-  assert block_net.remat == bm._memory_block(28, 2, 64) == 3 and block_net.remat_block == 3
-  assert bm._grad_program("autodiff, scan + remat", 28, 2, 64)[0].remat is True
-  assert bm._grad_program("autodiff, scan", 28, 2, 64)[0].remat is False
+  block_net, grad_fn = memory.grad_program("autodiff, scan + block remat", 28, 2, 64)
+  assert block_net.remat == memory.memory_block(28, 2, 64) == 3 and block_net.remat_block == 3
+  assert memory.grad_program("autodiff, scan + remat", 28, 2, 64)[0].remat is True
+  assert memory.grad_program("autodiff, scan", 28, 2, 64)[0].remat is False
   want = jax.jit(jax.grad(jaxbp.objective(net, "mse")))(params, x, y)
   got = jax.jit(grad_fn)(params, x, y)
   for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
@@ -151,15 +188,45 @@ def test_numpy_seed002_backprop_matches_jax_grad():
   unstacked = jaxbp.unstack(params, net)
   want = jax.grad(jaxbp.objective(net, "mse"))(params, x, y)
   Ws = [np.concatenate([np.asarray(p.W), np.asarray(p.b)[None, :]], axis=0) for p in unstacked]
-  got = bm.numpy_grad(Ws, np.asarray(x), np.asarray(y))
+  got = baselines.numpy_grad(Ws, np.asarray(x), np.asarray(y))
   want = jaxbp.unstack(want, net)
   for g, p in zip(got, want):
     np.testing.assert_allclose(g[:-1], p.W, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(g[-1], p.b, rtol=1e-12, atol=1e-14)
 
 
+def test_torch_baseline_matches_jax_grad_and_one_thread_restores_the_count():
+  torch = pytest.importorskip("torch")
+  net = common.net(6, 3)
+  params = net.init(jax.random.PRNGKey(0), "lecun", dtype=common.F32)
+  x, y = common.data(jax.random.PRNGKey(1), 5, 6)
+  want = jax.tree_util.tree_leaves(jax.grad(jaxbp.objective(net, "mse"))(params, x, y))
+  step = baselines.torch_grad_fn(torch, params, x, y)
+  threads = torch.get_num_threads()
+  seen = []
+  one = baselines.one_thread(torch, lambda: (seen.append(torch.get_num_threads()), step())[1])
+  assert common.max_rel_err(want, [t.numpy() for t in one()]) < F32_RTOL
+  assert seen == [1] and torch.get_num_threads() == threads
+
+
+def test_max_rel_err_is_relative_to_the_reference_scale():
+  assert common.max_rel_err([np.array([2.0, -4.0])], [np.array([2.0, -3.0])]) == 0.25
+  with pytest.raises(ValueError, match="shapes differ"):
+    common.max_rel_err([np.ones(2)], [np.ones(3)])
+
+
+def test_hlo_summary_counts_the_dots_of_a_gradient_step():
+  net = common.net(4, 2)
+  params = net.init(jax.random.PRNGKey(0), "lecun", dtype=common.F32)
+  x, y = common.data(jax.random.PRNGKey(1), 3, 4)
+  compiled = jax.jit(jax.grad(jaxbp.objective(net, "mse"))).lower(params, x, y).compile()
+  counts = common.hlo_summary(compiled)
+  assert counts["dots"] == counts["dots_in_ynnpack"] + counts["dots_in_xla"]
+  assert counts["dots"] >= 3     # at least a forward matmul per layer; fusion may merge others
+
+
 def test_time_interleaved_reports_medians_per_method():
-  t = benchmarking.time_interleaved({"a": lambda: jnp.ones(3) * 2, "b": lambda: np.ones(3)},
-                                    repeats=3, warmup=1, min_time=0.001)
+  t = timing.time_interleaved({"a": lambda: jnp.ones(3) * 2, "b": lambda: np.ones(3)},
+                              repeats=3, warmup=1, min_time=0.001)
   for v in t.values():
     assert v["min_s"] <= v["median_s"] <= v["max_s"] and v["repeats"] == 3 and v["number"] >= 1

@@ -1,4 +1,4 @@
-"""Measuring tools for the benchmark: timers, flop counts, peak memory, the machine.
+"""The benchmark's measuring tools: timers, flop counts, peak memory, the machine.
 
 Timings are medians over repeats, after warm-up, with every result waited for
 (``jax.block_until_ready``): JAX dispatches asynchronously, so a timer that does
@@ -18,6 +18,7 @@ buffers are allocated outside the Python heap.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import resource
@@ -27,6 +28,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 
 
@@ -122,7 +124,6 @@ def release_free_memory() -> bool:
   measured after earlier work would miss it.
   """
   try:
-    import ctypes
     return bool(ctypes.CDLL("libc.so.6").malloc_trim(0) or True)
   except (OSError, AttributeError):
     return False
@@ -183,16 +184,16 @@ def cpu_count() -> int:
 
 def machine() -> dict:
   """CPU model, core count, library versions and the JAX device, for the results table."""
-  import jaxlib
   try:
     import torch
-    torch_version = torch.__version__
+    torch_version, torch_threads = torch.__version__, torch.get_num_threads()
   except ImportError:
-    torch_version = "not installed"
+    torch_version, torch_threads = "not installed", None
   device = jax.devices()[0]
   return {"cpu": _cpu_model(), "cores": cpu_count(), "jax": jax.__version__,
           "jaxlib": jaxlib.__version__, "torch": torch_version, "numpy": np.__version__,
           "python": platform.python_version(), "device": f"{device.platform}:{device.device_kind}",
-          "device_count": jax.device_count(),
-          # Changes how torch's OpenMP threads wait; see experiments/benchmark.py.
+          "device_count": jax.device_count(), "torch_threads": torch_threads,
+          # How torch's OpenMP threads wait at barriers (spinning or sleeping) changes
+          # its speed on a busy machine; the benchmark leaves it as the user set it.
           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")}

@@ -1,0 +1,44 @@
+"""Speed, compile time and memory of jaxbp's gradients, beside PyTorch and NumPy.
+
+    from jaxbp.studies import benchmark
+    benchmark.run(benchmark.Config(), "runs/benchmark")        # the full run
+    benchmark.run(benchmark.quick(), "/tmp/bench")             # tiny sizes, < 60 s
+
+writes ``results.json`` (every number), ``results.md`` (the tables, with the
+machine: CPU, cores, jax / jaxlib / torch / numpy versions, device) and
+``config.json``. One run measures, on the same shapes and data:
+
+1. throughput (:mod:`.throughput`): one gradient step of tanh MLPs with MSE
+   (widths 64, 256, 1024; depth 10; batch 128 and 1024; float32):
+   ``jit(grad(objective))`` (unrolled and under ``lax.scan``), jaxbp's hand
+   recursion (jitted), PyTorch eager autograd (on its default threads, and as a
+   labelled extra row on one), a NumPy backprop in seed 002's style, and as
+   ceilings a large jitted matmul and one matmul of the step's shape. A step is
+   ``6 * batch * sum(in * out)`` flops.
+2. compile time against depth (:mod:`.compile_time`; 10, 100, 1000): unrolled
+   (``stack=False``), ``lax.scan`` (``stack=True``) and scan with ``remat=True``.
+3. peak memory against depth (:mod:`.memory`; width 1024, batch 256): plain,
+   per-layer remat, block remat and the hand recursion, each in a fresh
+   subprocess (resident-set high-water mark over one step, minus the same
+   process's resident set just before it), beside XLA's own accounting.
+4. the depth sweep's grid (:mod:`.sweep_grid`; its ``measure`` over seeds x
+   sigma_w^2 x sigma_b^2): one compiled program against a Python loop of jitted
+   calls and the same loop in PyTorch; also on small nets, where dispatch dominates.
+5. per-example gradients at batch 256 (:mod:`.per_example`): ``vmap(grad)``
+   against a Python loop and ``backprop.per_example_grads``.
+
+Each target of issue #6 is reported as met or missed with its measured ratio
+(:mod:`.report`). Timings on a shared machine are noisy: the methods of one
+comparison are timed interleaved (:mod:`.timing`), so read the ratios, not the
+absolute times.
+
+The baselines run as their users get them: importing this package sets no
+environment variable, thread count or JAX option.
+"""
+from jaxbp.studies.benchmark.config import SECTIONS
+from jaxbp.studies.benchmark.config import Config
+from jaxbp.studies.benchmark.config import Grid
+from jaxbp.studies.benchmark.config import quick
+from jaxbp.studies.benchmark.study import run
+
+__all__ = ("SECTIONS", "Config", "Grid", "quick", "run")

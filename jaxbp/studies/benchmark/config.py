@@ -1,0 +1,187 @@
+"""The benchmark's one config: sizes and repeats of every section, checked at construction."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+SECTIONS = ("throughput", "compile", "memory", "sweep", "per_example")
+
+
+class Grid(NamedTuple):
+  """One shape of the depth sweep and its configurations."""
+  seeds: int
+  sigma_w2: Tuple[float, ...]
+  sigma_b2: Tuple[float, ...]
+  depth: int
+  width: int
+  batch: int
+
+  def to_dict(self) -> dict:
+    """The fields by name."""
+    return dict(zip(self._fields, self))
+
+
+SWEEP_GRID = Grid(seeds=3, sigma_w2=(0.5, 1.5, 3.0), sigma_b2=(0.0, 0.1), depth=48, width=256,
+                  batch=8)
+SWEEP_SMALL_GRID = Grid(seeds=4, sigma_w2=(0.5, 1.0, 1.5, 2.0, 3.0, 4.0),
+                        sigma_b2=(0.0, 0.05, 0.3), depth=8, width=16, batch=8)
+
+
+def _fail(name: str, expected: str, value: Any):
+  raise ValueError(f"benchmark Config: {name} must be {expected}, got {value!r}.")
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _int(name: str, v, lo: int) -> int:
+  if not _is_int(v) or v < lo:
+    _fail(name, f"an int >= {lo}", v)
+  return int(v)
+
+
+def _positive(name: str, v, allow_zero: bool = False) -> float:
+  ok = (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        and math.isfinite(v) and (v >= 0 if allow_zero else v > 0))
+  if not ok:
+    _fail(name, "a finite number " + (">= 0" if allow_zero else "> 0"), v)
+  return float(v)
+
+
+def _ints(name: str, v, lo: int) -> Tuple[int, ...]:
+  if (isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or not v
+      or not all(_is_int(x) and x >= lo for x in v)):
+    _fail(name, f"a non-empty list of ints >= {lo}", v)
+  return tuple(int(x) for x in v)
+
+
+def _flag(name: str, v) -> bool:
+  if not isinstance(v, (bool, np.bool_)):
+    _fail(name, "True or False", v)
+  return bool(v)
+
+
+def _grid(name: str, g) -> Grid:
+  """A Grid from a Grid, a mapping of its fields or a sequence of them (as config.json has it)."""
+  try:
+    g = Grid(**g) if isinstance(g, dict) else Grid(*g)
+  except TypeError:
+    _fail(name, f"a Grid({', '.join(Grid._fields)})", g)
+  variances = []
+  for field, lo_ok in (("sigma_w2", False), ("sigma_b2", True)):
+    values = getattr(g, field)
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) or not values:
+      _fail(f"{name}.{field}", "a non-empty list of numbers", values)
+    variances.append(tuple(_positive(f"{name}.{field}", v, allow_zero=lo_ok) for v in values))
+  return Grid(seeds=_int(f"{name}.seeds", g.seeds, 1), sigma_w2=variances[0],
+              sigma_b2=variances[1], depth=_int(f"{name}.depth", g.depth, 1),
+              width=_int(f"{name}.width", g.width, 1), batch=_int(f"{name}.batch", g.batch, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Sizes and repeats of every section; :func:`quick` gives the tiny version.
+
+  Validated on construction: a bad value raises ``ValueError`` naming the field
+  and what it must be, before any compute. Lists become tuples.
+
+  Attributes:
+    quick: tiny sizes (marked in results.md as not for reading); also skips the
+      extra compilations that only read optimised HLO.
+    seed: PRNG seed of the parameters and data.
+    sections: which of ``SECTIONS`` to run, in order.
+    torch: False records the PyTorch columns as skipped.
+    widths, depth, batches: section 1's nets (``depth`` hidden layers, >= 2 so
+      that the scan variant has a stack) and batch sizes.
+    repeats, warmup: timed repeats (the median is reported) and untimed calls first.
+    min_time: seconds per timed repeat (many calls per repeat when a call is fast).
+    matmul_n: the large-matmul ceiling is ``(n, n) @ (n, n)``.
+    compile_depths, compile_width, compile_batch: section 2's nets.
+    compile_budget_s: unrolled nets predicted to compile slower than this are skipped.
+    memory_depths, memory_width, memory_batch: section 3's nets (depth >= 2).
+    memory_timeout_s: per child process.
+    memory_fresh_process: one child process per point (False: one for all).
+    sweep_grid: the depth sweep's tanh gaussian grid at its deepest depth.
+    sweep_small_grid: the same grid shape on small nets, where dispatch, not
+      compute, dominates; None to skip.
+    per_example_width, per_example_depth, per_example_batch: section 5's net.
+  """
+  quick: bool = False
+  seed: int = 0
+  sections: Tuple[str, ...] = SECTIONS
+  torch: bool = True
+  # 1. throughput
+  widths: Tuple[int, ...] = (64, 256, 1024)
+  depth: int = 10
+  batches: Tuple[int, ...] = (128, 1024)
+  repeats: int = 7
+  warmup: int = 2
+  min_time: float = 0.3
+  matmul_n: int = 2048
+  # 2. compile time
+  compile_depths: Tuple[int, ...] = (10, 100, 1000)
+  compile_width: int = 256
+  compile_batch: int = 128
+  compile_budget_s: float = 240.0
+  # 3. peak memory
+  memory_depths: Tuple[int, ...] = (10, 100, 1000)
+  memory_width: int = 1024
+  memory_batch: int = 256
+  memory_timeout_s: float = 1200.0
+  memory_fresh_process: bool = True
+  # 4. depth-sweep grids
+  sweep_grid: Grid = SWEEP_GRID
+  sweep_small_grid: Optional[Grid] = SWEEP_SMALL_GRID
+  # 5. per-example gradients
+  per_example_width: int = 64
+  per_example_depth: int = 10
+  per_example_batch: int = 256
+
+  def __post_init__(self):
+    set_ = lambda name, value: object.__setattr__(self, name, value)
+    for name in ("quick", "torch", "memory_fresh_process"):
+      set_(name, _flag(name, getattr(self, name)))
+    set_("seed", _int("seed", self.seed, 0))
+    if self.seed >= 2 ** 31 - 1:
+      _fail("seed", "an int in [0, 2^31 - 1)", self.seed)
+    sections = self.sections
+    if (isinstance(sections, (str, bytes)) or not isinstance(sections, (list, tuple))
+        or not sections or any(s not in SECTIONS for s in sections)
+        or len(set(sections)) != len(sections)):
+      _fail("sections", f"a non-empty list of distinct names from {', '.join(SECTIONS)}",
+            sections)
+    set_("sections", tuple(sections))
+    for name, lo in (("widths", 1), ("batches", 1)):
+      set_(name, _ints(name, getattr(self, name), lo))
+    # The unrolled nets' compile time is predicted from the previous, shallower point.
+    set_("compile_depths", tuple(sorted(set(_ints("compile_depths", self.compile_depths, 1)))))
+    set_("memory_depths", _ints("memory_depths", self.memory_depths, 2))
+    for name, lo in (("depth", 2), ("repeats", 1), ("warmup", 0), ("matmul_n", 1),
+                     ("compile_width", 1), ("compile_batch", 1), ("memory_width", 1),
+                     ("memory_batch", 1), ("per_example_width", 1), ("per_example_depth", 1),
+                     ("per_example_batch", 1)):
+      set_(name, _int(name, getattr(self, name), lo))
+    set_("min_time", _positive("min_time", self.min_time, allow_zero=True))
+    for name in ("compile_budget_s", "memory_timeout_s"):
+      set_(name, _positive(name, getattr(self, name)))
+    set_("sweep_grid", _grid("sweep_grid", self.sweep_grid))
+    if self.sweep_small_grid is not None:
+      set_("sweep_small_grid", _grid("sweep_small_grid", self.sweep_small_grid))
+
+
+def quick(**overrides) -> Config:
+  """Tiny sizes and few repeats: every section, in well under a minute.
+
+  ``overrides`` replace any field of the quick config.
+  """
+  return Config(**{**dict(
+      quick=True, widths=(16,), depth=3, batches=(8, 32), repeats=3, warmup=1, min_time=0.01,
+      matmul_n=256, compile_width=16, compile_batch=8, compile_budget_s=2.0, memory_depths=(10,),
+      memory_width=32, memory_batch=16, memory_timeout_s=120.0, memory_fresh_process=False,
+      sweep_grid=Grid(seeds=2, sigma_w2=(1.0, 2.0), sigma_b2=(0.0,), depth=4, width=8, batch=4),
+      sweep_small_grid=None, per_example_width=8, per_example_depth=3, per_example_batch=16),
+      **overrides})

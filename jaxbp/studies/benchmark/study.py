@@ -1,0 +1,59 @@
+"""``run(config, out_dir)``: the chosen sections in order, then the targets and results.md.
+
+Not a resumable study (timings are only comparable within one run), so it uses
+the driver's checks and config dump but not its store.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from jaxbp import io as _io
+from jaxbp.studies import driver
+from jaxbp.studies.benchmark import report, timing
+from jaxbp.studies.benchmark.compile_time import compile_times
+from jaxbp.studies.benchmark.config import Config
+from jaxbp.studies.benchmark.memory import peak_memory
+from jaxbp.studies.benchmark.per_example import per_example
+from jaxbp.studies.benchmark.sweep_grid import sweep
+from jaxbp.studies.benchmark.throughput import throughput
+
+SECTION_FUNCTIONS = {"throughput": throughput, "compile": compile_times, "memory": peak_memory,
+                     "sweep": sweep, "per_example": per_example}
+
+
+def run(config: Config, out_dir) -> dict:
+  """Runs the chosen sections, writing results.json after each and results.md at the end.
+
+  Args:
+    config: a :class:`Config` (``quick()`` for the tiny one).
+    out_dir: created if missing; gets ``config.json``, ``results.json`` (every
+      number, rewritten after each section, so a killed run keeps what it
+      finished) and ``results.md`` (the machine, the tables, the targets).
+
+  Returns:
+    The results as written to ``results.json``.
+
+  Raises:
+    ValueError: ``config`` is not a Config, or ``out_dir`` cannot be written.
+  """
+  if not isinstance(config, Config):
+    raise ValueError(f"benchmark.run: config must be a benchmark Config, got "
+                     f"{type(config).__name__}.")
+  out_dir = driver.check_out_dir(out_dir)
+  path = lambda name: os.path.join(out_dir, name)
+  config_json = driver.config_dict(config)
+  _io.write_json(path("config.json"), config_json)
+  start = time.perf_counter()
+  res = {"machine": timing.machine(), "config": config_json, "time": _io.provenance()["time"]}
+  for name in config.sections:
+    print(f"{name} ...", flush=True)
+    t0 = time.perf_counter()
+    res[name] = SECTION_FUNCTIONS[name](config)
+    res[name]["section_s"] = time.perf_counter() - t0
+    _io.write_json(path("results.json"), res)
+  res["targets"] = report.targets(res)
+  res["seconds"] = time.perf_counter() - start
+  _io.write_json(path("results.json"), res)
+  _io.write_text(path("results.md"), report.markdown(res))
+  return res
