@@ -134,3 +134,25 @@ def layer_stream(p, select=None):
     return p, lambda x: x
   num_layers = jax.tree_util.tree_leaves(p)[0].shape[1]
   return jnp.arange(num_layers), lambda l: jax.tree_util.tree_map(lambda a: a[select, l], p)
+
+
+def layer_inputs(net, x, trace: Trace) -> Tuple[jax.Array, ...]:
+  """Every layer's input ``h_{k-1}``, aligned with the params: ``x`` for the first,
+  ``(L, batch, n)`` for a stacked group (its input, then its own outputs but the last).
+  What ``dL/dW_k = h_{k-1}^T delta_k`` multiplies."""
+  ins, h = [], jnp.asarray(x)
+  for g, hg in enumerate(trace.h):
+    ins.append(jnp.concatenate([h[None], hg[:-1]], axis=0) if net.is_stacked(g) else h)
+    h = hg[-1] if net.is_stacked(g) else hg
+  return tuple(ins)
+
+
+def unstack(params, net):
+  """Params as one ``Dense`` per layer (stacked groups split), for inspection."""
+  out = []
+  for g, p in enumerate(params):
+    if net.is_stacked(g):
+      out.extend(jax.tree_util.tree_map(lambda a: a[i], p) for i in range(p.W.shape[0]))
+    else:
+      out.append(p)
+  return tuple(out)

@@ -51,7 +51,7 @@ from jaxbp.core import activations as _act
 from jaxbp.core import initializers as _init
 from jaxbp.core import losses as _losses
 from jaxbp.core.layers import (BatchNormDense, Dense, RowScale, Trace, batch_norm, layer_forward,
-                                layer_stream, take_sample)  # noqa: F401  (re-exported)
+                                layer_inputs, layer_stream, take_sample, unstack)  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,28 +375,6 @@ class MLP:
     if self.remat_block > 1:
       extras += f", remat={self.remat}"
     return f"MLP(sizes={self.sizes}, activation={self.phi.name!r}{extras})"
-
-
-def layer_inputs(net: MLP, x, trace: Trace) -> Tuple[jax.Array, ...]:
-  """Every layer's input ``h_{k-1}``, aligned with the params: ``x`` for the first,
-  ``(L, batch, n)`` for a stacked group (its input, then its own outputs but the last).
-  What ``dL/dW_k = h_{k-1}^T delta_k`` multiplies."""
-  ins, h = [], jnp.asarray(x)
-  for g, hg in enumerate(trace.h):
-    ins.append(jnp.concatenate([h[None], hg[:-1]], axis=0) if net.is_stacked(g) else h)
-    h = hg[-1] if net.is_stacked(g) else hg
-  return tuple(ins)
-
-
-def unstack(params, net: MLP):
-  """Params as one ``Dense`` per layer (stacked groups split), for inspection."""
-  out = []
-  for g, p in enumerate(params):
-    if net.is_stacked(g):
-      out.extend(jax.tree_util.tree_map(lambda a: a[i], p) for i in range(p.W.shape[0]))
-    else:
-      out.append(p)
-  return tuple(out)
 
 
 def objective(net: MLP, loss: _losses.LossLike, reduction: str = "mean"):

@@ -45,15 +45,15 @@ References:
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Tuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxbp.core import activations as _act
 from jaxbp.core import backprop as _backprop
-from jaxbp.core import losses as _losses
 from jaxbp.core import nets as _nets
+from jaxbp.measure.probes import autodiff_backward, probed_trace, zero_probes  # noqa: F401
 
 
 class GradientNorms(NamedTuple):
@@ -203,67 +203,6 @@ def norms_from_deltas(net: _nets.MLP, x, trace: _nets.Trace, deltas,
   delta = per_layer(net, deltas,
                     each(lambda d: scaled_norm(d, (0, 1)) / jnp.sqrt(d.shape[0])))
   return GradientNorms(weight, bias, delta)
-
-
-# -- deltas by autodiff, through zero probes -------------------------------------
-
-
-def zero_probes(net: _nets.MLP, x) -> Tuple[jax.Array, ...]:
-  """Zeros shaped like the pre-activations: ``(batch, out)`` per layer,
-  ``(L, batch, n)`` for a stacked group. The point at which to differentiate
-  :func:`probed_trace`."""
-  x = jnp.asarray(x)
-  return tuple(jnp.zeros(((n,) if net.is_stacked(g) else ()) + (x.shape[0], fo), x.dtype)
-               for g, (n, _, fo) in enumerate(net.groups))
-
-
-def probed_trace(net: _nets.MLP, params, x, probes) -> _nets.Trace:
-  """The forward pass of ``net.trace`` with ``z_k = h_{k-1} W_k + b_k + probes[k]``.
-
-  With zero probes it is ``net.trace``; its derivative with respect to
-  ``probes[k]`` is the derivative with respect to ``z_k``. Stacked groups run
-  under ``lax.scan``, their probes scanned alongside their params.
-
-  Args:
-    net: a plain, residual or batch-norm :class:`jaxbp.MLP` (stacked or not).
-    params: ``net.init(...)``-shaped parameters.
-    x: inputs ``(batch, sizes[0])``.
-    probes: :func:`zero_probes`-shaped additions to the pre-activations.
-  """
-  return net.trace(params, x, probes=probes)
-
-
-def autodiff_backward(net: _nets.MLP, loss, params, x, y,
-                      reduction: str = "mean") -> _backprop.Backward:
-  """:func:`jaxbp.backprop.backward`, but every number from ``jax.value_and_grad``.
-
-  Differentiates ``L(probed_trace(params, x, probes).h[-1], y)`` at zero probes
-  with respect to ``(params, probes)``: ``dL/dprobes[k] = dL/dz_k = delta_k``.
-
-  Returns:
-    A :class:`jaxbp.backprop.Backward` ``(value, grads, deltas, trace)``, the
-    same pytrees as the hand recursion's.
-
-  >>> import jaxbp
-  >>> net = jaxbp.MLP((3, 5, 5, 2), "tanh")
-  >>> params = net.init(jax.random.PRNGKey(1))
-  >>> x, y = jnp.ones((4, 3)), jnp.zeros((4, 2))
-  >>> auto = autodiff_backward(net, "mse", params, x, y)
-  >>> hand = jaxbp.backprop.backward(net, "mse", params, x, y)
-  >>> bool(jnp.allclose(auto.deltas[0], hand.deltas[0], rtol=1e-5, atol=1e-7))
-  True
-  """
-  loss = _losses.get(loss)
-  if reduction not in ("mean", "sum"):
-    raise ValueError(f"autodiff_backward: reduction must be 'mean' or 'sum', got {reduction!r}.")
-
-  def objective(params, probes):
-    tr = probed_trace(net, params, x, probes)
-    return loss.fn(tr.h[-1], y, reduction), tr
-
-  (value, tr), (grads, deltas) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
-      params, zero_probes(net, x))
-  return _backprop.Backward(value, grads, deltas, tr)
 
 
 METHODS = ("backprop", "autodiff")
