@@ -3,30 +3,38 @@
     python experiments/himmelblau.py --out runs/himmelblau
 
 writes ``contour.png`` (the paths on a contour plot), ``minima.json`` (where
-each start ended, the distinct minima found) and ``config.json``.
+each start ended, the distinct minima found), ``report.md``, ``config.json``
+and ``provenance.json``.
 """
 import argparse
 import json
 
 import jax
 
+from jaxbp.studies import driver
+from jaxbp.studies import himmelblau
 from jaxbp.train import landscapes
 
 
 def main(argv=None):
+  c = himmelblau.Config()
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True, help="output directory")
-  parser.add_argument("--function", default="himmelblau", choices=sorted(landscapes.FUNCTIONS))
-  parser.add_argument("--learning-rate", type=float, default=0.01)
-  parser.add_argument("--steps", type=int, default=200)
-  parser.add_argument("--grid", type=float, nargs=3, default=[-5.0, 5.0, 11],
+  parser.add_argument("--function", default=c.function, choices=sorted(landscapes.FUNCTIONS))
+  parser.add_argument("--learning-rate", type=float, default=c.learning_rate)
+  parser.add_argument("--steps", type=int, default=c.steps)
+  parser.add_argument("--grid", type=float, nargs=3, default=list(c.grid),
                       metavar=("LOW", "HIGH", "N"), help="an N x N grid of extra starts")
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", not args.float32)
-  config = {"function": args.function, "learning_rate": args.learning_rate,
-            "steps": args.steps, "grid": [args.grid[0], args.grid[1], int(args.grid[2])]}
-  summary = landscapes.run(config, args.out)
+  try:
+    config = himmelblau.Config(function=args.function, learning_rate=args.learning_rate,
+                               steps=args.steps, grid=tuple(args.grid))
+    driver.check_out_dir(args.out)
+  except ValueError as e:
+    parser.error(str(e))
+  summary = himmelblau.run(config, args.out)
   print(json.dumps({k: summary[k] for k in ("seed_starts", "found", "all_known_found")}, indent=1))
 
 

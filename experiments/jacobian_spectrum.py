@@ -7,13 +7,18 @@ For tanh at criticality (small sigma_b2) and ReLU with He init, each with
 Gaussian and orthogonal weights: histograms of log10 s per depth, the mean and
 variance of s^2 against chi_1^L and L (mu_2/mu_1^2 - 1 - s_1), ``report.md``,
 ``spread.json``/``.csv`` and ``config.json``. ``--quick``: width 128, depths
-1, 4, 16, 32, 2 networks per setting.
+1, 4, 16, 32, 3 networks per setting.
 """
 import argparse
+from collections.abc import Mapping
 
 import jax
 
+from jaxbp import io as results
+from jaxbp.studies import driver
 from jaxbp.studies import spectrum
+
+FLAGS = ("width", "depths", "activations", "weights", "seeds", "seed")
 
 
 def main(argv=None):
@@ -30,17 +35,20 @@ def main(argv=None):
   parser.add_argument("--seed", type=int)
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", True)   # the product spans many decades
-  config = dict(spectrum.QUICK_CONFIG if args.quick else spectrum.DEFAULT_CONFIG)
-  if args.config:
-    from jaxbp import io as results
-    config.update(results.read_config(args.config))
-  flags = {k: v for k, v in vars(args).items() if v is not None
-           and k not in ("out", "quick", "config", "tanh_sigma_b2")}
-  config.update(flags)
-  if args.tanh_sigma_b2 is not None:
-    config["sigma_b2"] = {**config["sigma_b2"], "tanh": args.tanh_sigma_b2}
-  out = spectrum.run(config, args.out)
-  print(out["report"])
+  try:
+    config = (spectrum.Config.quick() if args.quick else spectrum.Config()).to_dict()
+    if args.config:
+      config.update(results.read_config(args.config))
+    config.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
+    if args.tanh_sigma_b2 is not None:
+      b = config["sigma_b2"]
+      b = b if isinstance(b, Mapping) else {a: b for a in config["activations"]}
+      config["sigma_b2"] = {**b, "tanh": args.tanh_sigma_b2}
+    config = spectrum.Config.from_dict(config)
+    driver.check_out_dir(args.out)
+  except ValueError as e:
+    parser.error(str(e))
+  print(spectrum.run(config, args.out)["report"])
 
 
 if __name__ == "__main__":

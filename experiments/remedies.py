@@ -15,7 +15,11 @@ import argparse
 
 import jax
 
+from jaxbp import io as results
+from jaxbp.studies import driver
 from jaxbp.studies import remedies
+
+FLAGS = ("datasets", "settings", "depths", "width", "steps", "seeds", "seed", "learning_rate")
 
 
 def main(argv=None):
@@ -25,7 +29,7 @@ def main(argv=None):
   parser.add_argument("--config", help="a .json or .toml file of config overrides")
   parser.add_argument("--datasets", nargs="+", choices=remedies.DATASETS)
   parser.add_argument("--settings", nargs="+", metavar="NAME",
-                      help=f"any of: {', '.join(remedies.SETTINGS)}")
+                      help=f"any of: {', '.join(remedies.REMEDIES)}")
   parser.add_argument("--depths", type=int, nargs="+")
   parser.add_argument("--width", type=int)
   parser.add_argument("--steps", type=int)
@@ -35,15 +39,16 @@ def main(argv=None):
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", not args.float32)
-  config = dict(remedies.QUICK_CONFIG if args.quick else remedies.DEFAULT_CONFIG)
-  if args.config:
-    from jaxbp import io as results
-    config.update(results.read_config(args.config))
-  flags = {k: v for k, v in vars(args).items()
-           if v is not None and k not in ("out", "quick", "config", "float32")}
-  config.update(flags)
-  out = remedies.run(config, args.out)
-  print(out["report"])
+  try:
+    config = (remedies.Config.quick() if args.quick else remedies.Config()).to_dict()
+    if args.config:
+      config.update(results.read_config(args.config))
+    config.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
+    config = remedies.Config.from_dict(config)
+    driver.check_out_dir(args.out)
+  except ValueError as e:
+    parser.error(str(e))
+  print(remedies.run(config, args.out)["report"])
 
 
 if __name__ == "__main__":

@@ -3,39 +3,47 @@
     python experiments/train_digits.py --out runs/digits [--tensorboard]
 
 writes ``config.json``, ``provenance.json``, ``history.csv``/``.json``,
-``curves.png``, ``summary.json`` (test accuracy, seconds) and, with
-``--tensorboard``, TensorBoard event files.
+``curves.png``, ``summary.json`` (test accuracy, seconds), ``report.md`` and,
+with ``--tensorboard``, TensorBoard event files.
 """
 import argparse
 import json
 
 import jax
 
+from jaxbp.studies import driver
+from jaxbp.studies import train_digits
 from jaxbp.train import data
 from jaxbp.train import training
 
+FLAGS = ("dataset", "sizes", "activation", "optimizer", "learning_rate", "momentum",
+         "batch_size", "epochs", "seed", "grad_method", "tensorboard")
+
 
 def main(argv=None):
-  c = data.RUN_CONFIG
+  c = train_digits.Config()
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True, help="output directory")
-  parser.add_argument("--dataset", default=c["dataset"], choices=("digits", "spirals"))
-  parser.add_argument("--sizes", type=int, nargs="+", default=c["sizes"])
-  parser.add_argument("--activation", default=c["activation"])
-  parser.add_argument("--optimizer", default=c["optimizer"], choices=training.OPTIMIZERS)
-  parser.add_argument("--learning-rate", type=float, default=c["learning_rate"])
-  parser.add_argument("--momentum", type=float, default=c["momentum"])
-  parser.add_argument("--batch-size", type=int, default=c["batch_size"])
-  parser.add_argument("--epochs", type=int, default=c["epochs"])
-  parser.add_argument("--seed", type=int, default=c["seed"])
-  parser.add_argument("--grad-method", default=c["grad_method"], choices=training.GRAD_METHODS)
+  parser.add_argument("--dataset", default=c.dataset, choices=data.DATASETS)
+  parser.add_argument("--sizes", type=int, nargs="+", default=list(c.sizes))
+  parser.add_argument("--activation", default=c.activation)
+  parser.add_argument("--optimizer", default=c.optimizer, choices=training.OPTIMIZERS)
+  parser.add_argument("--learning-rate", type=float, default=c.learning_rate)
+  parser.add_argument("--momentum", type=float, default=c.momentum)
+  parser.add_argument("--batch-size", type=int, default=c.batch_size)
+  parser.add_argument("--epochs", type=int, default=c.epochs)
+  parser.add_argument("--seed", type=int, default=c.seed)
+  parser.add_argument("--grad-method", default=c.grad_method, choices=training.GRAD_METHODS)
   parser.add_argument("--tensorboard", action="store_true")
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", not args.float32)
-  config = {k: v for k, v in vars(args).items() if k not in ("out", "float32")}
-  config["name"] = args.dataset
-  print(json.dumps(data.run(config, args.out), indent=1))
+  try:
+    config = train_digits.Config(name=args.dataset, **{k: getattr(args, k) for k in FLAGS})
+    driver.check_out_dir(args.out)
+  except ValueError as e:
+    parser.error(str(e))
+  print(json.dumps(train_digits.run(config, args.out), indent=1))
 
 
 if __name__ == "__main__":

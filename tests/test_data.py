@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jaxbp
+from jaxbp.studies import train_digits
 from jaxbp.train import data
 
 pytest.importorskip("sklearn")
@@ -45,11 +46,11 @@ def test_split_checks_lengths():
     data.split(np.zeros((5, 2)), np.zeros(4))
 
 
-def test_mlp_reaches_95_percent_on_digits(tmp_path):
+def test_mlp_reaches_95_percent_on_digits(tmp_path, monkeypatch):
   # The README's figure: (64, 64, 10) ReLU, He init, SGD + momentum 0.9, lr 0.05,
-  # batches of 32, 20 epochs (880 steps).
+  # batches of 32, 20 epochs (880 steps): the study's default Config.
   # Its speed (~1 s on 2 cores) is a benchmark figure, not asserted here.
-  summary = data.run({}, str(tmp_path))
+  summary = train_digits.run(train_digits.Config(), str(tmp_path))
   assert summary["test_accuracy"] >= 0.95, summary
   assert summary["steps"] == 20 * (1438 // 32)
   for name in ("config.json", "provenance.json", "history.csv", "history.json",
@@ -59,6 +60,17 @@ def test_mlp_reaches_95_percent_on_digits(tmp_path):
   assert prov["started"] <= prov["finished"] and prov["jax"] and prov["device_kind"]
   config = json.loads((tmp_path / "config.json").read_text())
   assert config["sizes"] == [64, 64, 10] and config["learning_rate"] == 0.05
+  # A rerun loads the stored run instead of training again.
+  monkeypatch.setattr(train_digits, "train", lambda *a, **k: pytest.fail("retrained"))
+  assert train_digits.run(train_digits.Config(), str(tmp_path)) == summary
+
+
+def test_load_names_its_sets():
+  assert data.DATASETS == ("digits", "spirals")
+  x, y, _, _ = data.load("spirals")
+  assert x.shape[1] == data.SHAPES["spirals"][0] and int(y.max()) + 1 == data.SHAPES["spirals"][1]
+  with pytest.raises(ValueError, match="Unknown dataset 'mnist'; valid names are digits, spirals"):
+    data.load("mnist")
 
 
 def test_two_spirals_is_a_pure_function_of_the_key():

@@ -1,17 +1,15 @@
 """Seed 000 §7.8: Himmelblau's four minima by gradient descent, from the seed's starts and a grid."""
 import json
-import os
-import runpy
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxbp.studies import himmelblau
 from jaxbp.train import landscapes
 
 MINIMA = landscapes.HIMMELBLAU_MINIMA
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_himmelblau_vanishes_with_zero_gradient_at_its_minima():
@@ -63,15 +61,36 @@ def test_nearest_marks_diverged_and_far_points():
   assert landscapes.nearest(pts, MINIMA).tolist() == [0, -1, -1]
 
 
-def test_experiment_script_writes_plot_and_minima(tmp_path):
-  script = runpy.run_path(os.path.join(ROOT, "experiments", "himmelblau.py"))
-  script["main"](["--out", str(tmp_path), "--grid", "-5", "5", "7"])
+def test_study_writes_plot_and_minima(tmp_path):
+  returned = himmelblau.run(himmelblau.Config(grid=(-5.0, 5.0, 7.0)), str(tmp_path))
   with open(tmp_path / "contour.png", "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   summary = json.loads((tmp_path / "minima.json").read_text())
+  assert summary == returned
+  assert "| (1.0, 0.0) | (3.000000, 2.000000) |" in (tmp_path / "report.md").read_text()
   assert [s["minimum"] for s in summary["seed_starts"]] == [0, 2, 3]
   assert summary["all_known_found"] and summary["known_found"] == [0, 1, 2, 3]
   assert sum(summary["grid_counts"]) + summary["grid_diverged"] <= 49
   config = json.loads((tmp_path / "config.json").read_text())
   assert config["learning_rate"] == 0.01 and config["steps"] == 200
   assert config["grid"] == [-5.0, 5.0, 7]
+
+
+BAD = [
+    ({"function": "ackley"}, ["function", "ackley", "himmelblau"]),
+    ({"steps": 0}, ["steps", ">= 1"]),
+    ({"learning_rate": -0.01}, ["learning_rate", "> 0"]),
+    ({"grid": (5.0, -5.0, 11)}, ["grid", "low < high"]),
+    ({"grid": (-5.0, 5.0, 7.5)}, ["grid", "int >= 1"]),
+    ({"starts": ((1.0, 0.0, 2.0),)}, ["starts", "(x, y)"]),
+    ({"extent": (0.0, 1.0)}, ["extent", "4 finite numbers"]),
+    ({"step": 10}, ["step", "valid keys"]),
+]
+
+
+@pytest.mark.parametrize("config,words", BAD, ids=[str(b[0]) for b in BAD])
+def test_bad_config_raises_naming_the_field(config, words):
+  with pytest.raises(ValueError) as e:
+    himmelblau.Config.from_dict(config)
+  for w in words:
+    assert w in str(e.value), (w, str(e.value))

@@ -11,8 +11,9 @@ from jaxbp.studies import remedies
 # Over 16 seeds (0..15) residual sigmoid reached 0.875 .. 0.961 test accuracy
 # and sigmoid/Xavier 0.078 .. 0.114 (chance 0.1): the threshold 0.8 and the
 # ceiling 0.2 hold for every seed with a wide margin.
-CONFIG = {"datasets": ["digits"], "settings": ["sigmoid_xavier", "sigmoid_residual", "relu_large"],
-          "depths": [20], "width": 32, "steps": 300, "seeds": 4, "seed": 3}
+CONFIG = remedies.Config(datasets=("digits",),
+                         settings=("sigmoid_xavier", "sigmoid_residual", "relu_large"),
+                         depths=(20,), width=32, steps=300, seeds=4, seed=3)
 
 
 def _row(result, setting):
@@ -60,7 +61,7 @@ def test_quick_grid_remedy_trains_baseline_fails_overflow_recorded(tmp_path, mon
       assert record["status"] == ["ok"] * 4
 
   # A rerun resumes from the store: nothing is trained again.
-  monkeypatch.setattr(remedies, "train", lambda *a, **k: pytest.fail("retrained"))
+  monkeypatch.setattr(remedies.training, "train", lambda *a, **k: pytest.fail("retrained"))
   again = remedies.run(CONFIG, str(out))
   assert repr(again["rows"]) == repr(result["rows"])   # repr: nan == nan
 
@@ -80,13 +81,33 @@ BAD = [
 
 
 @pytest.mark.parametrize("config,words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_config_fails_before_compute(tmp_path, config, words):
-  out = tmp_path / "never"
+def test_bad_config_raises_naming_the_field(config, words):
   with pytest.raises(ValueError) as e:
-    remedies.run(config, str(out))
+    remedies.Config.from_dict(config)
   for w in words:
     assert w in str(e.value), (w, str(e.value))
+
+
+def test_bad_config_fails_before_compute(tmp_path):
+  with pytest.raises(ValueError, match="depths"):
+    remedies.Config(depths=(5, 0))
+  with pytest.raises(ValueError, match="thresholds"):
+    remedies.Config(datasets=("spirals",), thresholds={"spirals": 1.5})
+  with pytest.raises(ValueError, match="momentum"):
+    remedies.Config(momentum=1.0)
+  out = tmp_path / "never"
+  with pytest.raises(ValueError, match="relu_magic"):
+    remedies.run({"settings": ["relu_magic"]}, str(out))
   assert not out.exists()   # nothing written, no data loaded, nothing compiled
+
+
+def test_config_presets_and_round_trip():
+  quick = remedies.Config.quick()
+  assert quick.datasets == ("digits",) and quick.depths == (5, 20) and quick.seeds == 2
+  assert remedies.Config.from_dict(quick.to_dict()) == quick
+  assert remedies.Config.from_dict({"depths": [2, 5]}).depths == (2, 5)   # lists -> tuples
+  assert set(remedies.Config().settings) == set(remedies.REMEDIES)
+  assert isinstance(remedies.get("relu_he"), remedies.Remedy)
 
 
 def test_train_bad_arguments():
@@ -94,5 +115,7 @@ def test_train_bad_arguments():
     remedies.train("relu_he", "spirals", 0)
   with pytest.raises(ValueError, match="Unknown setting"):
     remedies.train("swish_he", "spirals", 5)
+  with pytest.raises(ValueError, match="steps must be an int >= 1"):
+    remedies.train("relu_he", "spirals", 5, steps=0)
   with pytest.raises(ValueError, match="Unknown dataset"):
     remedies.train("relu_he", "cifar", 5)

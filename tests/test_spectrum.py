@@ -1,5 +1,6 @@
 """Jacobian spectra: the prefix products against autodiff Jacobians, the measured
-spread against Pennington et al. (2017), the experiment's files, bad configs."""
+spread against Pennington et al. (2017), the experiment's files, bad configs.
+The theory alone is tested in test_theory_spectra.py."""
 
 import jax
 import jax.numpy as jnp
@@ -9,11 +10,12 @@ import pytest
 import jaxbp
 from jaxbp.measure import diagnostics
 from jaxbp.studies import spectrum
+from jaxbp.theory import spectra
 
 
 def test_prefix_products_match_autodiff_jacobians():
   # Reference: jax.linearize of net.apply on the first l layers (jaxbp.diagnostics).
-  setting = spectrum.critical("tanh", "gaussian", 0.05)
+  setting = spectra.critical("tanh", "gaussian", 0.05)
   net = jaxbp.MLP((16,) * 7, "tanh", output_activation="tanh", stack=True)
   params = net.init(jax.random.PRNGKey(0), setting.initializer)
   x = 0.7 * jax.random.normal(jax.random.PRNGKey(1), (1, 16))
@@ -24,25 +26,6 @@ def test_prefix_products_match_autodiff_jacobians():
     sub = jaxbp.MLP((16,) * (depth + 1), "tanh", output_activation="tanh")
     ref = diagnostics.jacobian_singular_values(sub, layers[:depth], x)[0]
     np.testing.assert_allclose(s[i], ref, rtol=1e-12, atol=1e-13)
-
-
-@pytest.mark.parametrize("activation,weights,sigma_b2,per_layer", [
-    ("relu", "gaussian", 0.0, 2.0),        # mu_1 = mu_2 = 1/2, s_1 = -1
-    ("relu", "orthogonal", 0.0, 1.0),      # s_1 = 0: no isometry for ReLU
-    ("identity", "orthogonal", 0.0, 0.0),  # Saxe et al.: exact isometry
-    ("identity", "gaussian", 0.0, 1.0),    # Fuss-Catalan: Var = L
-], ids=["relu-gauss", "relu-orth", "linear-orth", "linear-gauss"])
-def test_theory_closed_forms(activation, weights, sigma_b2, per_layer):
-  t = spectrum.theory(spectrum.critical(activation, weights, sigma_b2), np.array([1, 10, 30]))
-  np.testing.assert_allclose(t["chi1"], 1.0, atol=1e-9)
-  np.testing.assert_allclose(t["mean_sq"], 1.0, atol=1e-8)
-  np.testing.assert_allclose(t["var_sq"], per_layer * np.array([1, 10, 30]), atol=1e-7)
-
-
-def test_tanh_orthogonal_spread_vanishes_with_q_star():
-  rates = [spectrum.theory(spectrum.critical("tanh", "orthogonal", b), 1)["var_per_layer"]
-           for b in (0.05, 1e-2, 1e-3, 1e-4)]
-  assert all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < 0.02
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +41,8 @@ def deep_spectra():
 
 def test_orthogonal_tanh_is_near_isometric_and_matches_theory(deep_spectra):
   tanh, _ = deep_spectra
-  st = spectrum.critical("tanh", "orthogonal", 1e-3)
-  theory = spectrum.theory(st, 30)
+  st = spectra.critical("tanh", "orthogonal", 1e-3)
+  theory = spectra.theory(st, 30)
   sp = spectrum.spread(tanh)
   # E[s^2] = chi_1^L = 1; per network it scatters by ~0.1 (10 seeds measured:
   # 0.83 .. 1.20), so the mean of 2 is within 0.25.
@@ -83,8 +66,8 @@ def test_gaussian_relu_spreads_far_wider(deep_spectra):
 
 def test_run_writes_files_and_resumes(tmp_path, monkeypatch):
   out = tmp_path / "spec"
-  config = {"width": 16, "depths": [1, 3], "activations": ["tanh", "relu"],
-            "weights": ["orthogonal"], "seeds": 2}
+  config = spectrum.Config(width=16, depths=(1, 3), activations=("tanh", "relu"),
+                           weights=("orthogonal",), seeds=2)
   result = spectrum.run(config, str(out))
   for name in ("config.json", "provenance.json", "spread.json", "spread.csv",
                "singular_values.npz", "histograms.png", "spread.png", "report.md"):
@@ -94,7 +77,8 @@ def test_run_writes_files_and_resumes(tmp_path, monkeypatch):
   saved = jaxbp.results.read_json(out / "config.json")
   assert saved["depths"] == [1, 3] and saved["sigma_b2"] == {"tanh": 1e-3, "relu": 0.0}
   # A rerun loads every setting from the store: no product is computed again.
-  monkeypatch.setattr(spectrum, "_singular_values", lambda *a, **k: pytest.fail("recomputed"))
+  monkeypatch.setattr(spectrum.sampling, "sample_singular_values",
+                      lambda *a, **k: pytest.fail("recomputed"))
   again = spectrum.run(config, str(out))
   assert again["rows"] == result["rows"]
 
@@ -113,13 +97,34 @@ BAD = [
 
 
 @pytest.mark.parametrize("config,words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_config_fails_before_compute(tmp_path, config, words):
-  out = tmp_path / "never"
+def test_bad_config_raises_naming_the_field(config, words):
   with pytest.raises(ValueError) as e:
-    spectrum.run(config, str(out))
+    spectrum.Config.from_dict(config)
   for w in words:
     assert w in str(e.value), (w, str(e.value))
+
+
+def test_bad_config_fails_before_compute(tmp_path):
+  with pytest.raises(ValueError, match="seeds must be an int >= 1"):
+    spectrum.Config(seeds=0)
+  with pytest.raises(ValueError, match="activations.*3"):
+    spectrum.Config(activations=(3,))
+  out = tmp_path / "never"
+  with pytest.raises(ValueError, match="increasing"):
+    spectrum.run({"depths": [8, 4]}, str(out))
   assert not out.exists()   # nothing written, nothing computed
+
+
+def test_config_presets_and_sigma_b2():
+  quick = spectrum.Config.quick()
+  assert quick.width == 128 and quick.depths == (1, 4, 16, 32) and quick.seeds == 3
+  assert spectrum.Config.from_dict(quick.to_dict()) == quick
+  # one bias variance for all, or per activation (a missing one is 0)
+  assert spectrum.Config(activations=("tanh", "identity"), sigma_b2=0.0).sigma_b2 == \
+      {"tanh": 0.0, "identity": 0.0}
+  assert spectrum.Config(activations=("relu",)).sigma_b2 == {"relu": 0.0}
+  assert [n.name for n in spectrum.Config().nets()] == [
+      "tanh-gaussian", "tanh-orthogonal", "relu-gaussian", "relu-orthogonal"]
 
 
 def test_singular_values_bad_arguments():

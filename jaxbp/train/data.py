@@ -4,12 +4,11 @@
 network), flattens them to 64 features, splits them deterministically and
 standardises every feature with the training split's mean and standard
 deviation. ``two_spirals`` and ``teacher`` are pure JAX functions of a key.
-:func:`run` trains an MLP on one of these sets and saves the run.
+Training on them and saving the run is a study: :mod:`jaxbp.studies.train_digits`.
 """
 from __future__ import annotations
 
 import functools
-import time
 from typing import NamedTuple
 
 import jax
@@ -17,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.core.nets import MLP
-from jaxbp.core.nets import objective as _objective
 
 
 class Dataset(NamedTuple):
@@ -126,53 +124,17 @@ def teacher(key, n: int, net: MLP, noise: float = 0.0, init="lecun") -> Teacher:
   return Teacher(x, y + noise * jax.random.normal(n_key, y.shape, y.dtype), params)
 
 
+# The sets :func:`load` knows, as name: (features, classes).
+SHAPES = {"digits": (64, 10), "spirals": (2, 2)}
+DATASETS = tuple(SHAPES)
+
+
 def load(name: str, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
-  """A dataset by name: ``"digits"`` or ``"spirals"`` (1,000 points, noise 0.1)."""
+  """A dataset by name: ``"digits"`` or ``"spirals"`` (1,000 points, noise 0.1);
+  their feature and class counts are :data:`SHAPES`."""
   if name == "digits":
     return digits(test_fraction, seed)
   if name == "spirals":
     x, y = two_spirals(jax.random.PRNGKey(seed), 1000)
     return split(x, y, test_fraction, seed, standardise=False)
-  raise ValueError(f"Unknown dataset {name!r}; valid names are digits, spirals.")
-
-
-RUN_CONFIG = {
-    "name": "digits", "dataset": "digits", "sizes": [64, 64, 10], "activation": "relu",
-    "init": "he", "loss": "softmax_cross_entropy", "optimizer": "momentum",
-    "learning_rate": 0.05, "momentum": 0.9, "clip_norm": None, "weight_decay": None,
-    "batch_size": 32, "epochs": 20, "seed": 0, "grad_method": "autodiff", "tensorboard": False,
-}
-
-
-def run(config: dict, out_dir: str) -> dict:
-  """Trains an MLP with :func:`jaxbp.training.fit` on ``load(config["dataset"])``,
-  saves the run (:func:`jaxbp.results.save_run`) and returns its summary: losses,
-  accuracies, seconds. ``config`` overrides :data:`RUN_CONFIG`.
-
-  >>> summary = run({"epochs": 20}, "/tmp/jaxbp_digits")  # doctest: +SKIP
-  """
-  from jaxbp import io as _results
-  from jaxbp.train.training import evaluate, fit, optimizer
-  c = {**RUN_CONFIG, **config}
-  d = load(c["dataset"], c["seed"])
-  net = MLP(tuple(c["sizes"]), c["activation"])
-  init_key, shuffle_key = jax.random.split(jax.random.PRNGKey(c["seed"]))
-  params = net.init(init_key, c["init"])
-  tx = optimizer(c["optimizer"], c["learning_rate"], c["momentum"],
-                 clip_norm=c["clip_norm"], weight_decay=c["weight_decay"])
-  n, bs = d.x_train.shape[0], c["batch_size"] or d.x_train.shape[0]
-  started = time.time()
-  start = time.perf_counter()
-  out = fit(net, c["loss"], params, d.x_train, d.y_train, tx, steps=c["epochs"] * (n // bs),
-            batch_size=bs, key=shuffle_key, grad_method=c["grad_method"])
-  jax.block_until_ready(out.params)
-  seconds = time.perf_counter() - start   # includes compilation
-  summary = {"steps": int(out.num_steps), "seconds": seconds, "n_train": int(n)}
-  for part, (xs, ys) in {"train": d[:2], "test": d[2:]}.items():
-    summary[f"{part}_loss"], summary[f"{part}_accuracy"] = map(
-        float, evaluate(net, c["loss"], out.params, xs, ys))
-  # The final full-batch gradient, for TensorBoard's per-layer histograms.
-  grads = jax.jit(jax.grad(_objective(net, c["loss"])))(out.params, d.x_train, d.y_train)
-  _results.save_run(out_dir, c, out.history, summary, grads, tensorboard=c["tensorboard"],
-                    started=started)
-  return summary
+  raise ValueError(f"Unknown dataset {name!r}; valid names are {', '.join(DATASETS)}.")

@@ -8,8 +8,8 @@ Himmelblau's function has four minima, all with f = 0::
 The seed runs ``x <- x - 0.01 grad f(x)`` for 200 steps from ``[1, 0]``,
 ``[-4, 0]`` and ``[4, 0]``; these reach (3, 2), (-3.779310, -3.283186) and
 (3.584428, -1.848126), and none reaches (-2.805118, 3.131312): a vmapped grid
-of starts finds all four (:func:`run`). Functions take points ``p`` of shape
-``(..., 2)`` and return ``(...)``.
+of starts finds all four (the study :mod:`jaxbp.studies.himmelblau` draws and
+saves it). Functions take points ``p`` of shape ``(..., 2)`` and return ``(...)``.
 
 References:
   Himmelblau, *Applied Nonlinear Programming* (1972).
@@ -19,7 +19,6 @@ References:
 from __future__ import annotations
 
 import functools
-import os
 from typing import NamedTuple
 
 import jax
@@ -124,87 +123,3 @@ def distinct(points, f, grad_tol: float = 1e-6, atol: float = 1e-3) -> np.ndarra
     if all(np.linalg.norm(p - q) > atol for q in found):
       found.append(p)
   return np.array(sorted(found, key=tuple)).reshape(-1, 2)
-
-
-def plot(f, trajectories, path, extent=(-6.0, 6.0, -6.0, 6.0), minima=None, others=None,
-         title=None):
-  """Contour plot of ``f`` with descent paths, written as a PNG.
-
-  Args:
-    trajectories: ``(m, steps + 1, 2)`` paths drawn in colour with their starts.
-    others: more paths, drawn thin and grey (e.g. a grid of starts).
-    minima: ``(k, 2)`` points marked with stars.
-  """
-  from jaxbp import io as _results
-  plt = _results.pyplot()
-  x0, x1, y0, y1 = extent
-  xs, ys = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
-  zs = np.asarray(f(jnp.stack([jnp.asarray(xs), jnp.asarray(ys)], axis=-1)))
-  fig, ax = plt.subplots(figsize=(6.4, 5.6))
-  # log levels: Himmelblau spans 0 .. 2000 on [-6, 6]^2; linear levels hide the minima.
-  cs = ax.contourf(xs, ys, np.log1p(zs), levels=30, cmap="viridis")
-  fig.colorbar(cs, ax=ax, label="log(1 + f)")
-  for line in ([] if others is None else np.asarray(others)):
-    ax.plot(line[:, 0], line[:, 1], color="0.85", lw=0.5, alpha=0.6)
-  for traj in np.asarray(trajectories):
-    line, = ax.plot(traj[:, 0], traj[:, 1], lw=1.6, marker=".", ms=2)
-    start = tuple(np.round(traj[0], 2).tolist())
-    ax.plot(*traj[0], "o", color=line.get_color(), label=f"start {start}")
-  if minima is not None and len(minima):
-    m = np.asarray(minima)
-    ax.plot(m[:, 0], m[:, 1], "*", color="red", ms=12, ls="", label="minima found")
-  ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="x", ylabel="y", title=title or "")
-  ax.legend(loc="lower left", fontsize=7)
-  _results.save_figure(fig, path)
-
-
-DEFAULT_CONFIG = {
-    "function": "himmelblau", "learning_rate": 0.01, "steps": 200,
-    "starts": [list(s) for s in SEED_STARTS], "grid": [-5.0, 5.0, 11],
-    "extent": [-6.0, 6.0, -6.0, 6.0], "grad_tol": 1e-6,
-}
-
-
-def run(config: dict, out_dir: str) -> dict:
-  """Seed 000 §7.8: descend from the seed's starts and from a grid; save plot and minima.
-
-  Writes ``config.json``, ``minima.json`` (where every seed start ended, the
-  distinct minima the grid found, which known minima they match) and
-  ``contour.png`` to ``out_dir``. Returns the minima summary.
-  """
-  from jaxbp import io as _results
-  config = {**DEFAULT_CONFIG, **config}
-  if config["function"] not in FUNCTIONS:
-    raise ValueError(f"Unknown function {config['function']!r}; valid names are "
-                     f"{', '.join(FUNCTIONS)}.")
-  f, known = FUNCTIONS[config["function"]], MINIMA[config["function"]]
-  lr, steps = float(config["learning_rate"]), int(config["steps"])
-  seeded = descend(f, jnp.asarray(config["starts"], float), lr, steps)
-  low, high, n = config["grid"]
-  gridded = descend(f, grid(low, high, int(n)), lr, steps)
-  ends = np.asarray(seeded.points[:, -1])
-  found = distinct(np.concatenate([ends, np.asarray(gridded.points[:, -1])]), f,
-                   config["grad_tol"])
-  matched = nearest(found, known)
-  grid_ends = nearest(np.asarray(gridded.points[:, -1]), known)
-  summary = {
-      "seed_starts": [
-          {"start": list(s), "end": e.tolist(), "f": float(v), "minimum": int(k)}
-          for s, e, v, k in zip(config["starts"], ends, np.asarray(seeded.values[:, -1]),
-                                nearest(ends, known))],
-      "grid_starts": int(n) ** 2,
-      # how many grid starts ended at each known minimum: the basins' shares
-      "grid_counts": [int(np.sum(grid_ends == k)) for k in range(len(known))],
-      "grid_diverged": int(np.sum(~np.isfinite(np.asarray(gridded.values[:, -1])))),
-      "found": found.tolist(),
-      "known_minima": known.tolist(),
-      "known_found": sorted({int(k) for k in matched if k >= 0}),
-  }
-  summary["all_known_found"] = len(summary["known_found"]) == len(known)
-  os.makedirs(out_dir, exist_ok=True)
-  _results.write_json(os.path.join(out_dir, "config.json"), config)
-  _results.write_json(os.path.join(out_dir, "minima.json"), summary)
-  plot(f, seeded.points, os.path.join(out_dir, "contour.png"), tuple(config["extent"]),
-       found, others=gridded.points,
-       title=f"{config['function']}: gradient descent, lr {lr:g}, {steps} steps")
-  return summary
