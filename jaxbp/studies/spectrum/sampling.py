@@ -175,9 +175,8 @@ def sample_singular_values(key, net: _spectra.CriticalNet, width: int, depths: t
   if num_seeds is None:
     with single_thread_blas():
       return run(key, q0)
-  # A loop, not jax.vmap: on jax 0.10.2 CPU the vmapped program with orthogonal
-  # (QR) init at N = 256 hangs (all threads in futex wait, even with one BLAS
-  # thread), while one seed at a time runs in 0.1-0.3 s. Seeds share the program.
+  # A loop over seeds sharing one compiled program, not jax.vmap: XLA's CPU
+  # runtime can hang on the vmapped program with orthogonal (QR) init at N = 256.
   with single_thread_blas():
     return jnp.stack([run(k, q0) for k in jax.random.split(key, num_seeds)])
 
