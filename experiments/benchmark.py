@@ -1,7 +1,9 @@
 """Speed, compile time and memory of jaxbp's gradients, beside PyTorch and NumPy.
 
     python experiments/benchmark.py --out runs/benchmark          # the full run
-    python experiments/benchmark.py --out /tmp/bench --quick      # tiny sizes, < 60 s
+    python experiments/benchmark.py --out /tmp/bench --quick      # tiny sizes, every section
+    python experiments/benchmark.py --out runs/bench --sections processes profile
+                                                   # the throughput table alone (README's)
 
 writes ``results.json``, ``results.md`` and ``config.json`` into ``--out``;
 what is measured is described in :mod:`jaxbp.studies.benchmark`.
@@ -21,17 +23,23 @@ def parse(argv=None) -> argparse.Namespace:
                       help="output directory (results.json, results.md, config.json)")
   parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (< 60 s)")
   parser.add_argument("--sections", nargs="+", choices=benchmark.SECTIONS,
-                      default=list(benchmark.SECTIONS))
-  parser.add_argument("--repeats", type=int, help="timed repeats per measurement")
+                      help=f"default: {' '.join(benchmark.DEFAULT_SECTIONS)} (--quick: all)")
+  parser.add_argument("--repeats", type=int, help="timed repeats per in-process measurement")
+  parser.add_argument("--rounds", type=int, help="rounds of the processes section")
+  parser.add_argument("--window", type=float,
+                      help="seconds of timed steps per process (processes section)")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
   return parser.parse_args(argv)
 
 
 def config_from(args: argparse.Namespace) -> benchmark.Config:
   config = benchmark.quick() if args.quick else benchmark.Config()
-  overrides = {"sections": tuple(args.sections), "torch": not args.no_torch}
-  if args.repeats is not None:
-    overrides["repeats"] = args.repeats
+  overrides = {"torch": not args.no_torch}
+  for arg, field in (("sections", "sections"), ("repeats", "repeats"),
+                     ("rounds", "process_rounds"), ("window", "process_window_s")):
+    value = getattr(args, arg)
+    if value is not None:
+      overrides[field] = tuple(value) if arg == "sections" else value
   return dataclasses.replace(config, **overrides)
 
 

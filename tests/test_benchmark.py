@@ -19,23 +19,26 @@ import pytest
 
 import jaxbp
 from jaxbp.studies import benchmark
-from jaxbp.studies.benchmark import baselines, common, memory, timing
-from jaxbp.studies.benchmark.config import Grid
+from jaxbp.studies.benchmark import baselines, child, common, memory, methods, processes, timing
+from jaxbp.studies.benchmark.config import PROCESS_METHODS, Grid
 
 F32_RTOL = 1e-4     # float32 gradients of depth-3 nets, different summation orders
 
 
 def test_quick_run_writes_every_section_target_and_same_gradient(tmp_path):
   # One test for the whole run: under pytest-xdist a shared fixture would run once per worker.
-  config = benchmark.quick(batches=(8,), repeats=2)
+  # The processes section has its own test (a child process per point is slow to start).
+  sections = tuple(s for s in benchmark.SECTIONS if s != "processes")
+  config = benchmark.quick(batches=(8,), repeats=2, sections=sections)
   res = benchmark.run(config, tmp_path)
 
   saved = json.loads((tmp_path / "results.json").read_text())
-  for name in benchmark.SECTIONS + ("machine", "targets"):
+  for name in sections + ("machine", "targets"):
     assert name in saved, name
   md = (tmp_path / "results.md").read_text()
-  for heading in ("## 1. Gradient step throughput", "## 2. Compile time", "## 3. Peak memory",
-                  "## 4. Depth-sweep grid", "## 5. Per-example gradients", "## Targets"):
+  for heading in ("## 1a. Where a small step's time goes", "## 1b. Gradient step throughput",
+                  "## 2. Compile time", "## 3. Peak memory", "## 4. Depth-sweep grid",
+                  "## 5. Per-example gradients", "## Targets"):
     assert heading in md, heading
   for field in ("cpu", "cores", "jax", "jaxlib", "torch", "numpy", "device"):
     assert str(saved["machine"][field]) in md, field
@@ -80,6 +83,10 @@ def test_quick_run_writes_every_section_target_and_same_gradient(tmp_path):
   remat = res["memory"]["rows"]["autodiff, scan + remat"][d]["saved_residuals"]
   assert remat < plain / 2
 
+  # The profile splits each step into non-negative parts.
+  for split in res["profile"]["split"].values():
+    assert split["total_s"] > 0 and min(split["parts_s"].values()) >= 0
+
 
 def test_sections_needing_torch_say_it_is_missing(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "torch", None)      # import torch -> ImportError
@@ -94,6 +101,7 @@ def test_sections_needing_torch_say_it_is_missing(tmp_path, monkeypatch):
   assert res["throughput"]["rows"][0]["torch eager"] == missing
   assert not any(m.startswith("torch") for m in res["throughput"]["rows"][0]["methods"])
   assert res["targets"][0]["met"] is False and res["targets"][0]["note"] == missing
+  assert res["targets"][0]["target"].startswith("one process:")
   assert missing in (tmp_path / "results.md").read_text()
 
 
@@ -108,6 +116,9 @@ def test_sections_needing_torch_say_it_is_missing(tmp_path, monkeypatch):
     ("memory_fresh_process", "no"), ("torch", 1), ("quick", None), ("seed", -1),
     ("sections", ()), ("sections", ("throughput", "nope")), ("sections", ("compile", "compile")),
     ("sections", "throughput"), ("per_example_batch", 0),
+    ("process_methods", ()), ("process_methods", ("jaxbp autodiff", "jax")),
+    ("process_methods", ("numpy (seed 002)",) * 2), ("process_rounds", 0),
+    ("process_window_s", -1.0), ("process_timeout_s", 0), ("profile_width", 0),
     ("sweep_grid", Grid(0, (1.0,), (0.0,), 4, 8, 4)),
     ("sweep_grid", Grid(1, (), (0.0,), 4, 8, 4)),
     ("sweep_grid", Grid(1, (0.0,), (0.0,), 4, 8, 4)),
@@ -137,9 +148,10 @@ def test_config_normalises_lists_and_grids():
 def test_import_sets_no_environment_thread_count_or_jax_option():
   code = ("import os, jax; env = dict(os.environ); x64 = jax.config.jax_enable_x64\n"
           "import jaxbp.studies.benchmark, jaxbp.studies.benchmark.memory_child\n"
+          "import jaxbp.studies.benchmark.child\n"
           "assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items())\n"
           "assert jax.config.jax_enable_x64 == x64\n"
-          "import sys; assert 'torch' not in sys.modules")
+          "import sys; assert not {'torch', 'flax', 'equinox'} & set(sys.modules)")
   # Unset OMP_*, so that even a setdefault of one would show.
   env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
   subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
@@ -230,3 +242,122 @@ def test_time_interleaved_reports_medians_per_method():
                               repeats=3, warmup=1, min_time=0.001)
   for v in t.values():
     assert v["min_s"] <= v["median_s"] <= v["max_s"] and v["repeats"] == 3 and v["number"] >= 1
+
+
+# -- the processes section: one method per fresh process -------------------------
+
+
+def test_method_list_is_the_configs():
+  assert methods.METHODS == PROCESS_METHODS
+
+
+@pytest.mark.parametrize("method", [m for m in methods.METHODS if m != "torch.compile"])
+def test_every_method_computes_the_reference_gradient(method):
+  # torch.compile's inductor build takes tens of seconds: the child checks its
+  # gradient (max_rel_err) in every full run instead.
+  net, params, x, y = methods.problem(8, 4, 3)
+  try:
+    step, flat = methods.build(method, net, params, x, y)
+  except methods.Missing as e:
+    pytest.skip(str(e))
+  threads = None
+  if method == "torch eager, 1 thread":
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+  try:
+    got = flat(step())
+  finally:
+    if threads is not None:
+      torch.set_num_threads(threads)     # the builder set 1 for its own (child) process
+  assert len(got) == 2 * len(params)
+  assert common.max_rel_err(methods.reference_grads(params, x, y), got) < F32_RTOL
+
+
+def test_child_prints_one_json_line_and_the_parent_aggregates_it(tmp_path):
+  config = benchmark.quick(widths=(8,), batches=(4,), depth=2, warmup=1, matmul_n=32,
+                           process_methods=("jaxbp autodiff", "jaxbp hand recursion"),
+                           process_rounds=1, process_window_s=0.02, process_ceiling_s=0.01,
+                           sections=("processes",))
+  res = benchmark.run(config, tmp_path)["processes"]
+  assert [(r["round"], r["method"]) for r in res["records"]] == \
+      [(0, "jaxbp autodiff"), (0, "jaxbp hand recursion")]
+  pids = set()
+  for rec in res["records"]:
+    assert "skipped" not in rec, rec
+    assert rec["min_s"] <= rec["p10_s"] <= rec["median_s"] <= rec["p90_s"] <= rec["max_s"]
+    assert rec["calls"] >= child.MIN_CALLS and rec["first_call_s"] > 0
+    assert rec["max_rel_err"] < F32_RTOL
+    assert rec["matmul"]["n"] == 32 and rec["matmul"]["gflops"] > 0
+    assert rec["fraction_of_matmul"] == pytest.approx(rec["gflops"] / rec["matmul"]["gflops"])
+    pids.add(rec["pid"])
+  assert len(pids) == 2 and os.getpid() not in pids       # each in its own process
+  (row,) = res["rows"]
+  assert set(row["methods"]) == {"jaxbp autodiff", "jaxbp hand recursion"}
+  assert row["ratios"]["hand / autodiff time"]["of_medians"] > 0
+  md = (tmp_path / "results.md").read_text()
+  assert "## 1. Gradient step throughput, each method in its own process" in md
+  assert "hand recursion time <= 1.05x autodiff" in md
+
+
+def test_child_reports_a_missing_framework_as_skipped(monkeypatch):
+  monkeypatch.setitem(sys.modules, "equinox", None)     # import equinox -> ImportError
+  rec = child.measure("equinox", 4, 2, depth=2, window=0.0, ceiling_window=0.0, matmul_n=8)
+  assert rec["skipped"].startswith("skipped: equinox not installed")
+
+
+def test_schedule_rotates_the_methods_every_round():
+  order = processes.schedule(("a", "b", "c"), [(8, 4), (16, 4)], rounds=3)
+  assert len(order) == 3 * 2 * 3
+  firsts = [order[i][3] for i in range(0, len(order), 3)]
+  assert firsts == ["a", "a", "b", "b", "c", "c"]       # round r starts with method r
+  for r in range(3):
+    in_round = [o for o in order if o[0] == r]
+    assert sorted(in_round) == sorted((r, w, b, m) for w, b in [(8, 4), (16, 4)]
+                                      for m in "abc")
+
+
+def _fake_record(method, width, batch, config, seconds):
+  return {"method": method, "width": width, "batch": batch, "median_s": seconds,
+          "first_call_s": 10 * seconds, "gflops": 1.0 / seconds, "step_flops": 1,
+          "fraction_of_matmul": 0.1 / seconds, "matmul": {"gflops": 10.0},
+          "max_rel_err": 1e-7, "threads": None, "peak_rss": 1}
+
+
+def test_parent_aggregates_medians_spreads_and_ratios_over_rounds():
+  # Fake children: torch eager takes 2, 3, 4 s over the rounds; jaxbp autodiff always 1 s
+  # but for a 2 s round; hand recursion fails in one round.
+  times = {"jaxbp autodiff": [1.0, 2.0, 1.0], "torch eager": [2.0, 3.0, 4.0],
+           "jaxbp hand recursion": [1.1, None, 1.2]}
+  calls = []
+
+  def runner(method, width, batch, config):
+    r = sum(1 for c in calls if c == method)
+    calls.append(method)
+    t = times[method][r]
+    if t is None:
+      return {"method": method, "width": width, "batch": batch, "skipped": "failed: boom"}
+    return _fake_record(method, width, batch, config, t)
+
+  config = benchmark.quick(widths=(8,), batches=(4,), process_rounds=3,
+                           process_methods=tuple(times))
+  res = processes.processes(config, runner=runner)
+  (row,) = res["rows"]
+  ad, te = row["methods"]["jaxbp autodiff"], row["methods"]["torch eager"]
+  assert ad["step_s"] == {"median": 1.0, "min": 1.0, "max": 2.0, "n": 3}
+  assert te["step_s"] == {"median": 3.0, "min": 2.0, "max": 4.0, "n": 3}
+  assert ad["first_call_s"]["median"] == 10.0
+  speed = row["ratios"]["autodiff speedup over torch eager"]
+  assert speed["of_medians"] == 3.0
+  assert (speed["round_min"], speed["round_max"]) == (1.5, 4.0)   # 3/2 and 4/1
+  hand = row["ratios"]["hand / autodiff time"]
+  assert hand["of_medians"] == pytest.approx(1.15) and hand["round_max"] == pytest.approx(1.2)
+  assert row["skipped"]["jaxbp hand recursion"].startswith("1 of 3 rounds: failed: boom")
+  assert row["methods"]["jaxbp hand recursion"]["step_s"]["n"] == 2
+
+
+def test_child_command_passes_the_config():
+  config = benchmark.quick(depth=4, matmul_n=64, process_window_s=0.5, seed=3)
+  cmd = processes.child_command("torch.compile", 16, 8, config)
+  assert cmd[1:6] == ["-m", "jaxbp.studies.benchmark.child", "torch.compile", "16", "8"]
+  args = child.parse(cmd[3:])
+  assert (args.depth, args.matmul_n, args.window, args.seed) == (4, 64, 0.5, 3)

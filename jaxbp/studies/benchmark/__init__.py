@@ -8,13 +8,20 @@ writes ``results.json`` (every number), ``results.md`` (the tables, with the
 machine: CPU, cores, jax / jaxlib / torch / numpy versions, device) and
 ``config.json``. One run measures, on the same shapes and data:
 
-1. throughput (:mod:`.throughput`): one gradient step of tanh MLPs with MSE
-   (widths 64, 256, 1024; depth 10; batch 128 and 1024; float32):
-   ``jit(grad(objective))`` (unrolled and under ``lax.scan``), jaxbp's hand
-   recursion (jitted), PyTorch eager autograd (on its default threads, and as a
-   labelled extra row on one), a NumPy backprop in seed 002's style, and as
-   ceilings a large jitted matmul and one matmul of the step's shape. A step is
-   ``6 * batch * sum(in * out)`` flops.
+1. throughput, each method in its own process (:mod:`.processes`, section
+   "processes"): one gradient step of tanh MLPs with MSE (widths 64, 256, 1024;
+   depth 10; batch 128 and 1024; float32) by jaxbp's ``jit(grad(objective))``
+   and hand recursion, flax.linen, equinox, raw JAX, a NumPy backprop, PyTorch
+   eager (default threads; one thread as a labelled extra row) and
+   torch.compile, each point a fresh ``python -m jaxbp.studies.benchmark.child``
+   with the user's environment, which also times a jitted matmul, the ceiling.
+   Rounds alternate the methods; medians and min-max over rounds, ratios of
+   medians, first-call (compile) times apart. A step is ``6 * batch * sum(in *
+   out)`` flops.
+   "profile" (:mod:`.profile`): where a width-64 step's time goes (dispatch,
+   matmuls, elementwise). "throughput" (:mod:`.throughput`, not run by
+   default): the same methods timed interleaved in one process, where they
+   contend for the cores.
 2. compile time against depth (:mod:`.compile_time`; 10, 100, 1000): unrolled
    (``stack=False``), ``lax.scan`` (``stack=True``) and scan with ``remat=True``.
 3. peak memory against depth (:mod:`.memory`; width 1024, batch 256): plain,
@@ -27,18 +34,18 @@ machine: CPU, cores, jax / jaxlib / torch / numpy versions, device) and
 5. per-example gradients at batch 256 (:mod:`.per_example`): ``vmap(grad)``
    against a Python loop and ``backprop.per_example_grads``.
 
-Each target of issue #6 is reported as met or missed with its measured ratio
-(:mod:`.report`). Timings on a shared machine are noisy: the methods of one
-comparison are timed interleaved (:mod:`.timing`), so read the ratios, not the
-absolute times.
+Each target of issues #6 and #15 is reported as met or missed with its measured ratio
+(:mod:`.report`). Timings on a shared machine are noisy: read the ratios and
+their spread, not the absolute times.
 
 The baselines run as their users get them: importing this package sets no
 environment variable, thread count or JAX option.
 """
+from jaxbp.studies.benchmark.config import DEFAULT_SECTIONS
 from jaxbp.studies.benchmark.config import SECTIONS
 from jaxbp.studies.benchmark.config import Config
 from jaxbp.studies.benchmark.config import Grid
 from jaxbp.studies.benchmark.config import quick
 from jaxbp.studies.benchmark.study import run
 
-__all__ = ("SECTIONS", "Config", "Grid", "quick", "run")
+__all__ = ("DEFAULT_SECTIONS", "SECTIONS", "Config", "Grid", "quick", "run")

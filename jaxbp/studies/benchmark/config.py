@@ -7,7 +7,13 @@ from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-SECTIONS = ("throughput", "compile", "memory", "sweep", "per_example")
+SECTIONS = ("processes", "profile", "throughput", "compile", "memory", "sweep", "per_example")
+# The in-process "throughput" section times frameworks side by side in one process,
+# where they contend for the cores: "processes" replaces it in a default run.
+DEFAULT_SECTIONS = ("processes", "profile", "compile", "memory", "sweep", "per_example")
+# Kept in step with methods.METHODS (which imports the frameworks' glue, so not from here).
+PROCESS_METHODS = ("jaxbp autodiff", "jaxbp hand recursion", "flax.linen", "equinox", "raw jax",
+                   "numpy (seed 002)", "torch eager", "torch eager, 1 thread", "torch.compile")
 
 
 class Grid(NamedTuple):
@@ -93,10 +99,18 @@ class Config:
     quick: tiny sizes (marked in results.md as not for reading); also skips the
       extra compilations that only read optimised HLO.
     seed: PRNG seed of the parameters and data.
-    sections: which of ``SECTIONS`` to run, in order.
-    torch: False records the PyTorch columns as skipped.
-    widths, depth, batches: section 1's nets (``depth`` hidden layers, >= 2 so
-      that the scan variant has a stack) and batch sizes.
+    sections: which of ``SECTIONS`` to run, in order (default ``DEFAULT_SECTIONS``:
+      all but the in-process "throughput").
+    torch: False records the PyTorch columns as skipped (in-process sections;
+      "processes" runs only ``process_methods``).
+    widths, depth, batches: the throughput nets (``depth`` hidden layers, >= 2 so
+      that the scan variant has a stack) and batch sizes, of "processes" and "throughput".
+    process_methods: the methods "processes" times, each in its own process.
+    process_rounds: rounds over every (method, size); medians and min-max are over rounds.
+    process_window_s, process_ceiling_s: seconds of timed steps, and of timed
+      ceiling matmuls, per child process.
+    process_timeout_s: per child process (torch.compile compiles for tens of seconds).
+    profile_width, profile_batch: the "profile" section's net (depth ``depth``).
     repeats, warmup: timed repeats (the median is reported) and untimed calls first.
     min_time: seconds per timed repeat (many calls per repeat when a call is fast).
     matmul_n: the large-matmul ceiling is ``(n, n) @ (n, n)``.
@@ -112,9 +126,9 @@ class Config:
   """
   quick: bool = False
   seed: int = 0
-  sections: Tuple[str, ...] = SECTIONS
+  sections: Tuple[str, ...] = DEFAULT_SECTIONS
   torch: bool = True
-  # 1. throughput
+  # throughput: "processes" and the in-process "throughput"
   widths: Tuple[int, ...] = (64, 256, 1024)
   depth: int = 10
   batches: Tuple[int, ...] = (128, 1024)
@@ -122,6 +136,13 @@ class Config:
   warmup: int = 2
   min_time: float = 0.3
   matmul_n: int = 2048
+  process_methods: Tuple[str, ...] = PROCESS_METHODS
+  process_rounds: int = 3
+  process_window_s: float = 2.0
+  process_ceiling_s: float = 1.0
+  process_timeout_s: float = 900.0
+  profile_width: int = 64
+  profile_batch: int = 128
   # 2. compile time
   compile_depths: Tuple[int, ...] = (10, 100, 1000)
   compile_width: int = 256
@@ -155,6 +176,12 @@ class Config:
       _fail("sections", f"a non-empty list of distinct names from {', '.join(SECTIONS)}",
             sections)
     set_("sections", tuple(sections))
+    pm = self.process_methods
+    if (isinstance(pm, (str, bytes)) or not isinstance(pm, (list, tuple)) or not pm
+        or any(m not in PROCESS_METHODS for m in pm) or len(set(pm)) != len(pm)):
+      _fail("process_methods", f"a non-empty list of distinct names from "
+            f"{', '.join(PROCESS_METHODS)}", pm)
+    set_("process_methods", tuple(pm))
     for name, lo in (("widths", 1), ("batches", 1)):
       set_(name, _ints(name, getattr(self, name), lo))
     # The unrolled nets' compile time is predicted from the previous, shallower point.
@@ -163,10 +190,13 @@ class Config:
     for name, lo in (("depth", 2), ("repeats", 1), ("warmup", 0), ("matmul_n", 1),
                      ("compile_width", 1), ("compile_batch", 1), ("memory_width", 1),
                      ("memory_batch", 1), ("per_example_width", 1), ("per_example_depth", 1),
-                     ("per_example_batch", 1)):
+                     ("per_example_batch", 1), ("process_rounds", 1), ("profile_width", 1),
+                     ("profile_batch", 1)):
       set_(name, _int(name, getattr(self, name), lo))
     set_("min_time", _positive("min_time", self.min_time, allow_zero=True))
-    for name in ("compile_budget_s", "memory_timeout_s"):
+    for name in ("process_window_s", "process_ceiling_s"):
+      set_(name, _positive(name, getattr(self, name), allow_zero=True))
+    for name in ("compile_budget_s", "memory_timeout_s", "process_timeout_s"):
       set_(name, _positive(name, getattr(self, name)))
     set_("sweep_grid", _grid("sweep_grid", self.sweep_grid))
     if self.sweep_small_grid is not None:
@@ -183,5 +213,8 @@ def quick(**overrides) -> Config:
       matmul_n=256, compile_width=16, compile_batch=8, compile_budget_s=2.0, memory_depths=(10,),
       memory_width=32, memory_batch=16, memory_timeout_s=120.0, memory_fresh_process=False,
       sweep_grid=Grid(seeds=2, sigma_w2=(1.0, 2.0), sigma_b2=(0.0,), depth=4, width=8, batch=4),
-      sweep_small_grid=None, per_example_width=8, per_example_depth=3, per_example_batch=16),
+      sweep_small_grid=None, per_example_width=8, per_example_depth=3, per_example_batch=16,
+      sections=SECTIONS, process_methods=("jaxbp autodiff", "jaxbp hand recursion", "torch eager"),
+      process_rounds=1, process_window_s=0.05, process_ceiling_s=0.02, process_timeout_s=300.0,
+      profile_width=16, profile_batch=8),
       **overrides})

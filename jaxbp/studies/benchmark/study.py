@@ -15,11 +15,14 @@ from jaxbp.studies.benchmark.compile_time import compile_times
 from jaxbp.studies.benchmark.config import Config
 from jaxbp.studies.benchmark.memory import peak_memory
 from jaxbp.studies.benchmark.per_example import per_example
+from jaxbp.studies.benchmark.processes import processes
+from jaxbp.studies.benchmark.profile import profile
 from jaxbp.studies.benchmark.sweep_grid import sweep
 from jaxbp.studies.benchmark.throughput import throughput
 
-SECTION_FUNCTIONS = {"throughput": throughput, "compile": compile_times, "memory": peak_memory,
-                     "sweep": sweep, "per_example": per_example}
+SECTION_FUNCTIONS = {"processes": processes, "profile": profile, "throughput": throughput,
+                     "compile": compile_times, "memory": peak_memory, "sweep": sweep,
+                     "per_example": per_example}
 
 
 def run(config: Config, out_dir) -> dict:
