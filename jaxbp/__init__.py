@@ -34,6 +34,11 @@ from jaxbp.core.nets import Trace
 from jaxbp.core.nets import objective
 from jaxbp.core.nets import unstack
 from jaxbp.measure import diagnostics
+from jaxbp.measure.inspect import inspect
+from jaxbp.measure.inspect import inspect_with_grads
+from jaxbp.measure.inspect import tap
+from jaxbp.measure.monitor import monitor
+from jaxbp.measure.report import LayerReport
 from jaxbp.theory import meanfield
 from jaxbp.train import data
 from jaxbp.train import landscapes
@@ -79,6 +84,7 @@ def __dir__():
 __all__ = (
     "MLP",
     "BatchNormDense",
+    "LayerReport",
     "Dense",
     "Trace",
     "activations",
@@ -88,12 +94,16 @@ __all__ = (
     "gradcheck",
     "graph",
     "initializers",
+    "inspect",
+    "inspect_with_grads",
     "io",
     "landscapes",
     "losses",
     "meanfield",
+    "monitor",
     "optimizer",
     "studies",
+    "tap",
     "training",
     "objective",
     "fit",

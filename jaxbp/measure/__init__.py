@@ -1,3 +1,6 @@
 """Measurements of gradient flow on jaxbp networks: per-layer norms, deltas by
-zero probes, Jacobian spectra, slope fits. Imports core and theory.
+zero probes, Jacobian spectra, slope fits; and on any JAX model: ``inspect``
+(layers found in the jaxpr, ``probing``), its ``report`` with mean-field theory
+beside it (``theory_profile``), ``monitor`` during training, and matrix-free
+Jacobian spectra (``lanczos``). Imports core and theory.
 """

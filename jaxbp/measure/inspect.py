@@ -1,0 +1,187 @@
+"""Gradient flow of any JAX model: ``inspect(loss_fn, params, *args)``.
+
+``loss_fn`` is any pure function ``(params, *args) -> scalar``: plain JAX,
+flax.linen ``apply``, a merged flax.nnx module, an equinox module. jaxbp traces
+it to a jaxpr, finds its layers (:mod:`jaxbp.measure.probing`), re-runs it with
+a zero probe on every layer's pre-activation ``z_l`` and differentiates once
+with respect to the params and the probes: ``d L / d probe_l = delta_l``.
+
+>>> import jax, jax.numpy as jnp
+>>> def loss_fn(params, x):
+...   h = jnp.tanh(x @ params["W1"] + params["b1"])
+...   return jnp.mean((h @ params["W2"]) ** 2)
+>>> params = {"W1": jnp.ones((3, 4)) / 3, "b1": jnp.zeros(4), "W2": jnp.ones((4, 2))}
+>>> report = inspect(loss_fn, params, jnp.ones((5, 3)))
+>>> report.names
+('W1 · dot_general', 'W2 · dot_general')
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxbp.measure import probing
+from jaxbp.measure.diagnostics import fit_log_slope
+from jaxbp.measure.report import LayerReport
+
+
+@functools.lru_cache(maxsize=None)
+def _marker(name: str):
+  # A jit whose name carries the tap's: it survives into the jaxpr as a `jit`
+  # equation that probing recognises. Its body multiplies by one rather than
+  # returning x, because jit drops outputs that merely forward an input.
+  def ident(x):
+    return x * jnp.ones((), x.dtype)
+  ident.__name__ = ident.__qualname__ = probing.TAP_PREFIX + name
+  return jax.jit(ident)
+
+
+def tap(x: jax.Array, name: str) -> jax.Array:
+  """Marks ``x`` as a layer for :func:`inspect`; returns ``x`` unchanged.
+
+  Use it where the point of interest is not a matmul, e.g. after a LayerNorm:
+  ``h = jaxbp.tap(nn.LayerNorm()(h), "ln1")``. Outside ``inspect`` it is the
+  identity (one multiply by 1).
+  """
+  if not isinstance(name, str) or not name:
+    raise TypeError(f"tap: name must be a non-empty string, got {name!r}.")
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.inexact):
+    raise TypeError(f"tap: x must be floating point to carry a gradient, got {x.dtype}.")
+  return _marker(name)(x)
+
+
+def _key(k) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def path_str(path) -> str:
+  """``params/Dense_2/kernel`` for a pytree key path."""
+  return "/".join(_key(k) for k in path)
+
+
+def _is_array(leaf) -> bool:
+  return isinstance(leaf, (jax.Array, np.ndarray, np.generic))
+
+
+def _is_float(leaf) -> bool:
+  return _is_array(leaf) and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+
+
+def _shapes(tree) -> str:
+  return str(jax.tree_util.tree_map(
+      lambda a: f"{jnp.result_type(a)}{list(np.shape(a))}" if _is_array(a) else type(a).__name__,
+      tree))
+
+
+def inspect(loss_fn: Callable[..., Any], params, *args) -> LayerReport:
+  """Per-layer forward q, backward delta_sq and per-leaf grad_sq of any model.
+
+  Args:
+    loss_fn: pure ``(params, *args) -> scalar``.
+    params: any pytree; its floating-point array leaves are differentiated,
+      everything else (ints, PRNG keys, functions in an equinox module) is
+      held fixed.
+    *args: the data (pytrees of arrays; other leaves are passed through as is).
+
+  Returns:
+    A :class:`LayerReport` (a pytree: usable under ``jit`` and ``vmap``).
+
+  Raises:
+    TypeError: the params have no floating-point leaf; the loss is not floating point.
+    ValueError: the loss is not a scalar; no layer is found; the args do not fit
+      the model's shapes; a ``while_loop`` over the params or data.
+  """
+  return inspect_with_grads(loss_fn, params, *args)[0]
+
+
+def inspect_with_grads(loss_fn: Callable[..., Any], params, *args):
+  """:func:`inspect`, and ``dL/dparams`` from the same backward pass:
+  ``(report, grads)``, grads shaped like params (zeros for non-float array
+  leaves, other leaves passed through), for an optimiser step (:mod:`jaxbp.measure.monitor`)."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  wrt = [k for k, (_, leaf) in enumerate(leaves) if _is_float(leaf)]
+  if not wrt:
+    raise TypeError(
+        "jaxbp.inspect: the params have no floating-point array leaf to differentiate "
+        f"(their leaves: {_shapes(params)}). Pass the model's weights, e.g. flax "
+        "variables, nnx.split(model)[1] or an equinox module, as the first argument.")
+  names = [path_str(leaves[k][0]) or "params" for k in wrt]
+  arg_leaves, arg_def = jax.tree_util.tree_flatten(args)
+  data = [k for k, leaf in enumerate(arg_leaves) if _is_array(leaf)]
+
+  def flat_fn(w, x):
+    full = [leaf for _, leaf in leaves]
+    for k, v in zip(wrt, w):
+      full[k] = v
+    a = list(arg_leaves)
+    for k, v in zip(data, x):
+      a[k] = v
+    return loss_fn(jax.tree_util.tree_unflatten(treedef, full),
+                   *jax.tree_util.tree_unflatten(arg_def, a))
+
+  w0 = [leaves[k][1] for k in wrt]
+  x0 = [arg_leaves[k] for k in data]
+  spec = lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
+  try:
+    closed = jax.make_jaxpr(flat_fn)([spec(a) for a in w0], [spec(a) for a in x0])
+  except (TypeError, ValueError) as err:
+    raise type(err)(
+        f"jaxbp.inspect: loss_fn(params, *args) could not be traced. Check that the args "
+        f"have the shapes and dtypes the model expects; got args {_shapes(args)}.\n"
+        f"The error from tracing: {err}") from err
+  out = closed.out_avals
+  if len(out) != 1 or out[0].shape != ():
+    got = ", ".join(str(a.shape) for a in out)
+    raise ValueError(
+        f"jaxbp.inspect: loss_fn must return one scalar, it returned outputs of shapes "
+        f"{got}. Reduce the loss (e.g. .mean()) and drop any auxiliary outputs.")
+  if not jnp.issubdtype(out[0].dtype, jnp.inexact):
+    raise TypeError(f"jaxbp.inspect: the loss must be floating point, got {out[0].dtype}.")
+
+  jaxpr = closed.jaxpr
+  in_flags = ([probing.Flag(param=True, origin=frozenset([k])) for k in range(len(w0))]
+              + [probing.Flag(data=True)] * len(x0))
+  plan, _ = probing.analyse(jaxpr, in_flags, names)
+  sites = probing.layer_sites(plan)
+  if not sites:
+    raise ValueError(
+        "jaxbp.inspect: no layer found in loss_fn. A layer is a dot_general or "
+        "conv_general_dilated with one operand from the params alone (the weight) and one "
+        "from the data; if your model has none there (or the weights are not in `params`), "
+        "mark the points to measure with jaxbp.tap(x, name).")
+
+  def objective(w, probes):
+    outs, zs = probing.run(jaxpr, closed.consts, list(w) + list(x0), plan, probes)
+    return outs[0], zs
+
+  (value, zs), (grads, deltas) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
+      w0, probing.zero_probes(plan))
+  q = probing.per_layer(plan, zs, lambda z: jnp.mean(jnp.square(z["z"])))
+  delta_sq = probing.per_layer(plan, deltas, lambda d: jnp.sum(jnp.square(d)))
+  grad_sq = {n: jnp.sum(jnp.square(g)) for n, g in zip(names, grads)}
+  # Fixed numeric leaves (step counters, int buffers) get zero gradients, so an
+  # optimiser leaves them be; PRNG keys and non-arrays pass through as they are.
+  full = [jnp.zeros_like(leaf) if _is_array(leaf) and jnp.issubdtype(leaf.dtype, jnp.number)
+          else leaf for _, leaf in leaves]
+  for k, g in zip(wrt, grads):
+    full[k] = g
+  report = LayerReport(
+      names=tuple(f"{name} · {kind}" for name, kind, _, _ in sites),
+      kinds=tuple(site[1] for site in sites),
+      shapes=tuple(site[2] for site in sites),
+      activations=tuple(site[3] for site in sites),
+      loss=value, q=q, delta_sq=delta_sq, grad_sq=grad_sq,
+      # fit_log_slope is the rate going backwards; the report's field is the
+      # slope against the layer index, its negative.
+      log_slope=-fit_log_slope(jnp.log(delta_sq)),
+      sigma_w2=probing.per_layer(plan, zs, lambda z: z["sigma_w2"]),
+      sigma_b2=probing.per_layer(plan, zs, lambda z: z["sigma_b2"]))
+  return report, jax.tree_util.tree_unflatten(treedef, full)

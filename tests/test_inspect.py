@@ -1,0 +1,220 @@
+"""jaxbp.inspect on residual, scanned, convolutional and tapped models; under jit
+and vmap; through remat and custom_vjp; and its errors on bad input.
+
+References are independent of inspect's jaxpr walk: the hand backprop of
+jaxbp.MLP (residual, stacked under lax.scan), flax's own ``perturb`` (the CNN)
+and explicit probes written into the model by hand (the tap), in float64.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxbp.core import backprop, losses, nets
+from jaxbp.measure.inspect import inspect, tap
+from jaxbp.measure.report import LayerReport
+
+TOL = dict(rtol=1e-10, atol=1e-12)
+MSE = losses.get("mse").fn
+
+
+def _data(n_in, n_out, batch=4, seed=0):
+  kx, ky = jax.random.split(jax.random.PRNGKey(seed))
+  return (jax.random.normal(kx, (batch, n_in), jnp.float64),
+          jax.random.normal(ky, (batch, n_out), jnp.float64))
+
+
+def _flat(net, arrays, reduce):
+  # Per-layer values of a jaxbp.MLP trace/deltas, stacked groups unrolled.
+  out = []
+  for g, a in enumerate(arrays):
+    out.extend([reduce(a[i]) for i in range(a.shape[0])] if net.is_stacked(g) else [reduce(a)])
+  return np.array(out)
+
+
+def _against_backprop(net, params, x, y, report):
+  ref = backprop.backward(net, "mse", params, x, y)
+  np.testing.assert_allclose(report.q, _flat(net, ref.trace.z, lambda z: np.mean(z ** 2)), **TOL)
+  delta_sq = _flat(net, ref.deltas, lambda d: np.sum(d ** 2))
+  np.testing.assert_allclose(report.delta_sq, delta_sq, **TOL)
+  # log_slope: the least-squares slope of ln delta_sq against the layer index.
+  slope = np.polyfit(np.arange(1, len(delta_sq) + 1), np.log(delta_sq), 1)[0]
+  np.testing.assert_allclose(report.log_slope, slope, rtol=1e-9)
+
+
+def test_residual_mlp_matches_hand_backprop():
+  net = nets.MLP.uniform(5, 5, 4, 5, activation="tanh", residual=True)
+  params = net.init(jax.random.PRNGKey(1), dtype=jnp.float64)
+  x, y = _data(5, 5)
+  report = inspect(lambda p, x, y: MSE(net.apply(p, x), y), params, x, y)
+  assert len(report) == 5
+  _against_backprop(net, params, x, y, report)
+
+
+def test_100_layer_scan_reports_100_layers_and_matches_hand_backprop():
+  net = nets.MLP.uniform(4, 8, 100, 3, activation="tanh", stack=True)
+  params = net.init(jax.random.PRNGKey(2), dtype=jnp.float64)
+  x, y = _data(4, 3)
+  report = jax.jit(lambda p, x, y: inspect(lambda p, x, y: MSE(net.apply(p, x), y), p, x, y))(
+      params, x, y)
+  # 100 hidden layers under one lax.scan, 99 of them stacked (the first changes width).
+  assert len(report) == 101
+  assert sum("[" in n for n in report.names) == 99
+  assert report.names[1].endswith("[0] · dot_general")
+  _against_backprop(net, params, x, y, report)
+
+
+def test_plain_scan_of_100_layers():
+  w = jax.random.normal(jax.random.PRNGKey(0), (100, 6, 6), jnp.float64) / np.sqrt(6)
+
+  def loss_fn(w, x):
+    h = jax.lax.scan(lambda h, w: (jnp.tanh(h @ w), None), x, w)[0]
+    return jnp.sum(h ** 2)
+
+  x = jnp.ones((3, 6), jnp.float64)
+  report = inspect(loss_fn, w, x)
+  assert len(report) == 100 and report.names[7] == "params[7] · dot_general"
+
+  def probed(probes):  # the same model with explicit probes, written by hand
+    h = x
+    for l in range(100):
+      h = jnp.tanh(h @ w[l] + probes[l])
+    return jnp.sum(h ** 2)
+
+  deltas = jax.grad(probed)(jnp.zeros((100, 3, 6), jnp.float64))
+  np.testing.assert_allclose(report.delta_sq, np.sum(np.asarray(deltas) ** 2, axis=(1, 2)),
+                             **TOL)
+
+
+class CNN(nn.Module):
+  @nn.compact
+  def __call__(self, x, probe=False):
+    mark = (lambda name, z: self.perturb(name, z)) if probe else (lambda name, z: z)
+    x = jnp.tanh(mark("conv0", nn.Conv(4, (3, 3), param_dtype=jnp.float64)(x)))
+    x = jnp.tanh(mark("conv1", nn.Conv(4, (3, 3), strides=2, param_dtype=jnp.float64)(x)))
+    x = x.reshape(x.shape[0], -1)
+    return mark("dense", nn.Dense(3, param_dtype=jnp.float64)(x))
+
+
+def test_flax_cnn_matches_flax_perturb():
+  model = CNN()
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1), jnp.float64)
+  y = jax.random.normal(jax.random.PRNGKey(1), (2, 3), jnp.float64)
+  variables = model.init(jax.random.PRNGKey(2), x, probe=True)
+  params = {"params": variables["params"]}
+  report = inspect(lambda v, x, y: MSE(model.apply(v, x), y), params, x, y)
+  assert report.kinds == ("conv_general_dilated",) * 2 + ("dot_general",)
+  assert report.shapes == ((2, 8, 8, 4), (2, 4, 4, 4), (2, 3))
+  # flax's own route to dL/dz: gradients with respect to its perturbations.
+  grads = jax.grad(lambda pert: MSE(model.apply({**params, "perturbations": pert}, x,
+                                                probe=True), y))(variables["perturbations"])
+  _, state = model.apply({**params, "perturbations": variables["perturbations"]}, x,
+                         probe=True, capture_intermediates=True, mutable=["intermediates"])
+  for l, name in enumerate(("conv0", "conv1", "dense")):
+    np.testing.assert_allclose(report.delta_sq[l], np.sum(np.asarray(grads[name]) ** 2), **TOL)
+  z0 = state["intermediates"]["Conv_0"]["__call__"][0]
+  np.testing.assert_allclose(report.q[0], np.mean(np.asarray(z0) ** 2), **TOL)
+
+
+def _ln(h):
+  mean = h.mean(-1, keepdims=True)
+  return (h - mean) / jnp.sqrt(((h - mean) ** 2).mean(-1, keepdims=True) + 1e-5)
+
+
+def test_tap_after_layernorm_matches_explicit_probe():
+  k1, k2 = jax.random.split(jax.random.PRNGKey(5))
+  params = {"W1": jax.random.normal(k1, (3, 5), jnp.float64),
+            "W2": jax.random.normal(k2, (5, 2), jnp.float64)}
+  x, y = _data(3, 2)
+
+  def model(p, x, probe=None):
+    h = _ln(x @ p["W1"])
+    h = tap(h, "ln1") if probe is None else h + probe
+    return MSE(jnp.tanh(h) @ p["W2"], y)
+
+  report = inspect(model, params, x)
+  assert report.names == ("W1 · dot_general", "ln1 · tap", "W2 · dot_general")
+  assert report.kinds[1] == "tap"
+  delta = jax.grad(lambda pr: model(params, x, pr))(jnp.zeros((4, 5), jnp.float64))
+  np.testing.assert_allclose(report.delta_sq[1], np.sum(np.asarray(delta) ** 2), **TOL)
+  np.testing.assert_allclose(report.q[1], np.mean(np.asarray(_ln(x @ params["W1"])) ** 2), **TOL)
+
+
+def test_remat_custom_vjp_and_vmap_over_params():
+  @jax.custom_vjp
+  def act(z):
+    return jnp.tanh(z)
+  act.defvjp(lambda z: (jnp.tanh(z), z), lambda z, g: (g / jnp.cosh(z) ** 2,))
+
+  def loss_fn(p, x):
+    block = jax.checkpoint(lambda h, w: act(h @ w))
+    return jnp.sum(block(block(x, p[0]), p[1]) ** 2)
+
+  def plain(p, x):
+    return jnp.sum(jnp.tanh(jnp.tanh(x @ p[0]) @ p[1]) ** 2)
+
+  ps = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 4, 4), jnp.float64)
+  x = jnp.ones((2, 4), jnp.float64)
+  got = jax.vmap(lambda p: inspect(loss_fn, p, x))(ps)
+  want = jax.vmap(lambda p: inspect(plain, p, x))(ps)
+  assert isinstance(got, LayerReport) and got.delta_sq.shape == (3, 2)
+  np.testing.assert_allclose(got.delta_sq, want.delta_sq, **TOL)
+  np.testing.assert_allclose(got.q, want.q, **TOL)
+
+
+def test_summary_and_plot(tmp_path, capsys):
+  params = {"W": jnp.eye(3, dtype=jnp.float64)}
+  report = inspect(lambda p, x: jnp.sum(jnp.tanh(x @ p["W"]) ** 2), params, jnp.ones((2, 3)))
+  text = report.summary()
+  assert "W · dot_general" in text and text in capsys.readouterr().out
+  pytest.importorskip("matplotlib")
+  path = report.plot(tmp_path / "profile.png")
+  assert path.stat().st_size > 1000
+
+
+# --- bad input: each error names the problem and what is expected.
+
+W = {"W": jnp.ones((3, 2), jnp.float64)}
+X = jnp.ones((4, 3), jnp.float64)
+
+
+def test_loss_not_scalar():
+  with pytest.raises(ValueError, match="one scalar"):
+    inspect(lambda p, x: x @ p["W"], W, X)
+
+
+def test_no_layer_suggests_tap():
+  with pytest.raises(ValueError, match="jaxbp.tap"):
+    inspect(lambda p, x: jnp.sum(x * p["W"][None, :, 0]), W, X)
+
+
+def test_params_without_float_leaves():
+  with pytest.raises(TypeError, match="no floating-point"):
+    inspect(lambda p, x: jnp.sum(x), {"n": jnp.arange(3)}, X)
+
+
+def test_args_inconsistent_with_shapes():
+  with pytest.raises(TypeError, match="shapes and dtypes the model expects"):
+    inspect(lambda p, x: jnp.sum(x @ p["W"]), W, jnp.ones((4, 5), jnp.float64))
+
+
+def test_data_dependent_while_loop():
+  def loss_fn(p, x):
+    h = jax.lax.while_loop(lambda h: jnp.sum(h ** 2) < 100.0, lambda h: 2.0 * h, x @ p["W"])
+    return jnp.sum(h)
+
+  with pytest.raises(ValueError, match="while_loop"):
+    inspect(loss_fn, W, X)
+
+
+@pytest.mark.parametrize("remat", [True, 3])
+def test_remat_and_nested_scans_of_a_stacked_mlp(remat):
+  # remat=3: blocks of 3 layers, each a scan under jax.checkpoint inside an outer
+  # scan, plus a remainder block: every layer still reported once, in order.
+  net = nets.MLP.uniform(4, 6, 7, 3, activation="tanh", stack=True, remat=remat)
+  params = net.init(jax.random.PRNGKey(0), dtype=jnp.float64)
+  x, y = _data(4, 3)
+  report = inspect(lambda p, x, y: MSE(net.apply(p, x), y), params, x, y)
+  assert len(report) == 8
+  _against_backprop(net, params, x, y, report)
