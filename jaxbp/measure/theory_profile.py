@@ -36,9 +36,9 @@ class TheoryProfile(NamedTuple):
     chi1: ``(stop - start,)`` chi_1(q_l) of each step, at the predicted q_l.
     chi1_end: chi_1 at the pooled sigma_w2, sigma_b2 and the last predicted q
       (for relu, whose chi_1 does not depend on q, the per-layer factor anywhere).
-    slope: ``fit_log_slope`` of the predicted ln delta_sq: the rate to compare
-      with the measured one (the convention of ``log_slope``, ln chi_1).
-    measured_slope: ``fit_log_slope`` of the measured ln delta_sq over the stretch.
+    slope: the least-squares slope of the predicted ln delta_sq against the layer
+      index (the convention of ``LayerReport.log_slope``: ``-ln chi_1`` per layer).
+    measured_slope: the same slope of the measured ln delta_sq over the stretch.
   """
   start: int
   stop: int
@@ -111,6 +111,7 @@ def predict(report, min_layers: int = 3) -> Optional[TheoryProfile]:
   ln_delta = ln_end + np.concatenate([np.cumsum(log_chi[::-1])[::-1], [0.0]])
   w2, b2 = float(sw[s + 1:e + 1].mean()), float(sb[s + 1:e + 1].mean())
   chi = float(meanfield.chi1(act, w2, b2, q=q[-1]))
-  measured = float(fit_log_slope(jnp.log(jnp.asarray(report.delta_sq)[s:e + 1])))
+  # fit_log_slope is the rate going backwards: the slope against the index is its negative.
+  measured = -float(fit_log_slope(jnp.log(jnp.asarray(report.delta_sq)[s:e + 1])))
   return TheoryProfile(s, e, act, w2, b2, np.array(q), ln_delta, np.exp(log_chi), chi,
-                       float(fit_log_slope(jnp.asarray(ln_delta))), measured)
+                       -float(fit_log_slope(jnp.asarray(ln_delta))), measured)
