@@ -27,6 +27,8 @@ from jaxbp.core import gradcheck
 from jaxbp.core import graph
 from jaxbp.core import initializers
 from jaxbp.core import losses
+from jaxbp.core.convnets import Conv
+from jaxbp.core.convnets import ConvNet
 from jaxbp.core.nets import MLP
 from jaxbp.core.nets import BatchNormDense
 from jaxbp.core.nets import Dense
@@ -64,6 +66,7 @@ _LAZY = {
     "results": "jaxbp.io",
     "studies": "jaxbp.studies",
     "sweep": "jaxbp.studies.depth_sweep",
+    "conv_sweep": "jaxbp.studies.conv_sweep",
     "remedies": "jaxbp.studies.remedies",
     "spectrum": "jaxbp.studies.spectrum",
 }
@@ -84,6 +87,8 @@ def __dir__():
 __all__ = (
     "MLP",
     "BatchNormDense",
+    "Conv",
+    "ConvNet",
     "LayerReport",
     "Dense",
     "Trace",

@@ -8,6 +8,8 @@ from any other part of jaxbp.
 * :mod:`~jaxbp.core.nets`: the MLP spec and the one layer function every forward
   pass uses.
 * :mod:`~jaxbp.core.backprop`: the one delta recursion.
+* :mod:`~jaxbp.core.convnets`, :mod:`~jaxbp.core.conv_backprop`: the vanilla CNN
+  spec and its hand-derived backward pass (``backprop`` dispatches to it).
 * :mod:`~jaxbp.core.graph`: seed 003's computational graph over a jaxpr.
 * :mod:`~jaxbp.core.gradcheck`: finite differences and error measures.
 """

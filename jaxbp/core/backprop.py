@@ -42,8 +42,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp.core import activations as _act
+from jaxbp.core import conv_backprop as _conv_backprop
 from jaxbp.core import losses as _losses
 from jaxbp.core import nets as _nets
+from jaxbp.core.convnets import ConvNet
 from jaxbp.core.layers import Dense, RowScale, Trace, layer_stream, take_sample
 from jaxbp.core.nets import MLP
 
@@ -167,7 +169,14 @@ def backward(net: MLP, loss, params, x, y, reduction: str = "mean",
 
   Returns:
     A :class:`Backward` with the loss, the gradients and every delta_k.
+
+  A :class:`jaxbp.core.convnets.ConvNet` runs its own recursion
+  (:mod:`jaxbp.core.conv_backprop`), without ``scale`` or ``select``.
   """
+  if isinstance(net, ConvNet):
+    if scale is not None or select is not None:
+      raise ValueError(f"backprop: scale and select are MLP options; {net} takes neither.")
+    return Backward(*_conv_backprop.backward(net, loss, params, x, y, reduction, param_grads))
   loss = _losses.get(loss)
   if reduction not in ("mean", "sum"):
     raise ValueError(f"backprop: reduction must be 'mean' or 'sum', got {reduction!r}.")
@@ -262,6 +271,9 @@ def per_example_grads(net: MLP, loss, params, x, y, reduction: str = "mean"):
   >>> g[0].W.shape, g[0].b.shape
   ((5, 3, 4), (5, 4))
   """
+  if isinstance(net, ConvNet):
+    raise TypeError(f"per_example_grads: takes an MLP, got {net}; for a ConvNet use "
+                    "jax.vmap(jax.grad(objective(net, loss))) over batches of one.")
   if net.batchnorm:
     raise ValueError(
         f"per_example_grads: {net} uses batchnorm=True, whose batch mean and variance "
