@@ -8,18 +8,15 @@ off-critical values given), and writes ``results.csv``/``.json`` (the agreement
 table), ``profiles.json`` (every ln||delta_l||^2), ``report.md``, ``config.json``
 and ``provenance.json``; a rerun resumes from ``store/``.
 """
-import argparse
-
 import jax
 
+from jaxbp.studies import cli
 from jaxbp.studies import conv_sweep
-from jaxbp.studies import driver
 
 
 def main(argv=None):
   c = conv_sweep.Config()
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", required=True, help="output directory")
+  parser = cli.parser(__doc__)
   parser.add_argument("--activation", default=c.activation)
   parser.add_argument("--sigma-b2", type=float, default=c.sigma_b2)
   parser.add_argument("--sigma-w2", type=float, nargs="*", default=list(c.sigma_w2),
@@ -31,15 +28,11 @@ def main(argv=None):
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", not args.float32)
-  try:
-    config = conv_sweep.Config(
-        activation=args.activation, sigma_b2=args.sigma_b2, sigma_w2=tuple(args.sigma_w2),
-        inits=tuple(args.inits), channels=args.channels, size=args.size, ndim=args.ndim,
-        kernel_size=args.kernel_size, depth=args.depth, batch=args.batch,
-        seeds=tuple(args.seeds), skip=args.skip)
-    driver.check_out_dir(args.out)
-  except ValueError as e:
-    parser.error(str(e))
+  config = cli.config_or_exit(parser, lambda: conv_sweep.Config(
+      activation=args.activation, sigma_b2=args.sigma_b2, sigma_w2=tuple(args.sigma_w2),
+      inits=tuple(args.inits), channels=args.channels, size=args.size, ndim=args.ndim,
+      kernel_size=args.kernel_size, depth=args.depth, batch=args.batch,
+      seeds=tuple(args.seeds), skip=args.skip), args.out)
   conv_sweep.run(config, args.out)
   print(open(f"{args.out}/report.md").read())
 

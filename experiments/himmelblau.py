@@ -6,20 +6,18 @@ writes ``contour.png`` (the paths on a contour plot), ``minima.json`` (where
 each start ended, the distinct minima found), ``report.md``, ``config.json``
 and ``provenance.json``.
 """
-import argparse
 import json
 
 import jax
 
-from jaxbp.studies import driver
+from jaxbp.studies import cli
 from jaxbp.studies import himmelblau
 from jaxbp.train import landscapes
 
 
 def main(argv=None):
   c = himmelblau.Config()
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", required=True, help="output directory")
+  parser = cli.parser(__doc__)
   parser.add_argument("--function", default=c.function, choices=sorted(landscapes.FUNCTIONS))
   parser.add_argument("--learning-rate", type=float, default=c.learning_rate)
   parser.add_argument("--steps", type=int, default=c.steps)
@@ -28,12 +26,9 @@ def main(argv=None):
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", not args.float32)
-  try:
-    config = himmelblau.Config(function=args.function, learning_rate=args.learning_rate,
-                               steps=args.steps, grid=tuple(args.grid))
-    driver.check_out_dir(args.out)
-  except ValueError as e:
-    parser.error(str(e))
+  config = cli.config_or_exit(parser, lambda: himmelblau.Config(
+      function=args.function, learning_rate=args.learning_rate, steps=args.steps,
+      grid=tuple(args.grid)), args.out)
   summary = himmelblau.run(config, args.out)
   print(json.dumps({k: summary[k] for k in ("seed_starts", "found", "all_known_found")}, indent=1))
 

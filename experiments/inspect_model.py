@@ -7,19 +7,17 @@ against layer, mean-field theory dashed where it applies), ``layers.csv``,
 ``layers.json``, ``config.json`` and ``provenance.json``. Needs flax and equinox
 (``pip install 'jaxbp[inspect]'``).
 """
-import argparse
 import json
 
 import jax
 
-from jaxbp.studies import driver
+from jaxbp.studies import cli
 from jaxbp.studies import inspect_model
 
 
 def main(argv=None):
   c = inspect_model.Config()
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", required=True, help="output directory")
+  parser = cli.parser(__doc__)
   parser.add_argument("--model", default=c.model, choices=inspect_model.MODELS)
   parser.add_argument("--width", type=int, default=c.width)
   parser.add_argument("--depth", type=int, default=c.depth)
@@ -27,12 +25,9 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=c.seed)
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", True)
-  try:
-    config = inspect_model.Config(model=args.model, width=args.width, depth=args.depth,
-                                  batch=args.batch, seed=args.seed)
-    driver.check_out_dir(args.out)
-  except ValueError as e:
-    parser.error(str(e))
+  config = cli.config_or_exit(parser, lambda: inspect_model.Config(
+      model=args.model, width=args.width, depth=args.depth, batch=args.batch, seed=args.seed),
+      args.out)
   print(json.dumps(inspect_model.run(config, args.out), indent=1))
 
 

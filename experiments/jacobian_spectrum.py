@@ -9,21 +9,28 @@ variance of s^2 against chi_1^L and L (mu_2/mu_1^2 - 1 - s_1), ``report.md``,
 ``spread.json``/``.csv`` and ``config.json``. ``--quick``: width 128, depths
 1, 4, 16, 32, 3 networks per setting.
 """
-import argparse
 from collections.abc import Mapping
 
 import jax
 
-from jaxbp import io as results
-from jaxbp.studies import driver
+from jaxbp.studies import cli
 from jaxbp.studies import spectrum
 
 FLAGS = ("width", "depths", "activations", "weights", "seeds", "seed")
 
 
+def flags(args) -> dict:
+  """The preset, config file and flags; ``--tanh-sigma-b2`` sets tanh's entry alone."""
+  config = cli.preset(spectrum.Config, args, FLAGS)
+  if args.tanh_sigma_b2 is not None:
+    b = config["sigma_b2"]
+    b = b if isinstance(b, Mapping) else {a: b for a in config["activations"]}
+    config["sigma_b2"] = {**b, "tanh": args.tanh_sigma_b2}
+  return config
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", required=True, help="output directory")
+  parser = cli.parser(__doc__)
   parser.add_argument("--quick", action="store_true", help="the small grid (see above)")
   parser.add_argument("--config", help="a .json or .toml file of config overrides")
   parser.add_argument("--width", type=int)
@@ -35,19 +42,7 @@ def main(argv=None):
   parser.add_argument("--seed", type=int)
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", True)   # the product spans many decades
-  try:
-    config = (spectrum.Config.quick() if args.quick else spectrum.Config()).to_dict()
-    if args.config:
-      config.update(results.read_config(args.config))
-    config.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
-    if args.tanh_sigma_b2 is not None:
-      b = config["sigma_b2"]
-      b = b if isinstance(b, Mapping) else {a: b for a in config["activations"]}
-      config["sigma_b2"] = {**b, "tanh": args.tanh_sigma_b2}
-    config = spectrum.Config.from_dict(config)
-    driver.check_out_dir(args.out)
-  except ValueError as e:
-    parser.error(str(e))
+  config = cli.config_or_exit(parser, lambda: spectrum.Config.from_dict(flags(args)), args.out)
   print(spectrum.run(config, args.out)["report"])
 
 

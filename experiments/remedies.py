@@ -11,20 +11,16 @@ depth and per-layer gradient-norm profiles, and ``config.json``; a rerun
 resumes from ``out/remedies/store``. ``--quick``: digits only, depths 5 and 20,
 width 32, 300 steps, 2 seeds (about 2 minutes on 2 cores).
 """
-import argparse
-
 import jax
 
-from jaxbp import io as results
-from jaxbp.studies import driver
+from jaxbp.studies import cli
 from jaxbp.studies import remedies
 
 FLAGS = ("datasets", "settings", "depths", "width", "steps", "seeds", "seed", "learning_rate")
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", required=True, help="output directory")
+  parser = cli.parser(__doc__)
   parser.add_argument("--quick", action="store_true", help="the small grid (see above)")
   parser.add_argument("--config", help="a .json or .toml file of config overrides")
   parser.add_argument("--datasets", nargs="+", choices=remedies.DATASETS)
@@ -39,15 +35,9 @@ def main(argv=None):
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", not args.float32)
-  try:
-    config = (remedies.Config.quick() if args.quick else remedies.Config()).to_dict()
-    if args.config:
-      config.update(results.read_config(args.config))
-    config.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
-    config = remedies.Config.from_dict(config)
-    driver.check_out_dir(args.out)
-  except ValueError as e:
-    parser.error(str(e))
+  config = cli.config_or_exit(
+      parser, lambda: remedies.Config.from_dict(cli.preset(remedies.Config, args, FLAGS)),
+      args.out)
   print(remedies.run(config, args.out)["report"])
 
 

@@ -11,7 +11,7 @@ described in :mod:`jaxbp.studies.seed_examples`.
 import argparse
 import sys
 
-from jaxbp.studies import driver
+from jaxbp.studies import cli
 from jaxbp.studies import seed_examples
 
 
@@ -25,12 +25,8 @@ def main(argv=None) -> int:
   parser.add_argument("--out", help="also write config.json, rows.json, report.md and "
                       "provenance.json to this directory")
   args = parser.parse_args(argv)
-  try:
-    config = seed_examples.Config(seed=args.seed, torch=not args.no_torch, only=args.only)
-    if args.out is not None:
-      driver.check_out_dir(args.out)   # before any compute
-  except ValueError as e:
-    parser.error(str(e))
+  config = cli.config_or_exit(parser, lambda: seed_examples.Config(
+      seed=args.seed, torch=not args.no_torch, only=args.only), args.out)
   rows = seed_examples.run(config, args.out)
   print(seed_examples.report_text(rows, config))
   return 1 if seed_examples.disagreements(rows) else 0

@@ -6,12 +6,11 @@ writes ``config.json``, ``provenance.json``, ``history.csv``/``.json``,
 ``curves.png``, ``summary.json`` (test accuracy, seconds), ``report.md`` and,
 with ``--tensorboard``, TensorBoard event files.
 """
-import argparse
 import json
 
 import jax
 
-from jaxbp.studies import driver
+from jaxbp.studies import cli
 from jaxbp.studies import train_digits
 from jaxbp.train import data
 from jaxbp.train import training
@@ -22,8 +21,7 @@ FLAGS = ("dataset", "sizes", "activation", "optimizer", "learning_rate", "moment
 
 def main(argv=None):
   c = train_digits.Config()
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", required=True, help="output directory")
+  parser = cli.parser(__doc__)
   parser.add_argument("--dataset", default=c.dataset, choices=data.DATASETS)
   parser.add_argument("--sizes", type=int, nargs="+", default=list(c.sizes))
   parser.add_argument("--activation", default=c.activation)
@@ -38,11 +36,8 @@ def main(argv=None):
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", not args.float32)
-  try:
-    config = train_digits.Config(name=args.dataset, **{k: getattr(args, k) for k in FLAGS})
-    driver.check_out_dir(args.out)
-  except ValueError as e:
-    parser.error(str(e))
+  config = cli.config_or_exit(parser, lambda: train_digits.Config(
+      name=args.dataset, **{k: getattr(args, k) for k in FLAGS}), args.out)
   print(json.dumps(train_digits.run(config, args.out), indent=1))
 
 

@@ -10,29 +10,14 @@ from jaxbp.core import backprop, nets
 from jaxbp.core.convnets import Conv, ConvNet, conv
 from jaxbp.core.layers import Dense
 
-TOL = 1e-10          # the issue's bar, absolute, on gradients of order 0.01 .. 10
+from conv_params import np_inputs, np_params
+
+TOL = 1e-10          # absolute, on float64 gradients of order 0.01 .. 10: far above round-off
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "leaky_relu", "identity")
 
 
 def _x(net, batch=2, n=5, seed=1):
-  shape = (batch,) + (n,) * net.ndim + (net.channels[0],)
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape))
-
-
-def np_params(net, seed=0, sigma_w2=1.5, sigma_b=0.3):
-  """Gaussian params from numpy (jax.random compiles per shape: seconds each)."""
-  rng = np.random.default_rng(seed)
-  params = []
-  for g, (n, c_in, c_out) in enumerate(net.groups):
-    lead = (n,) if net.is_stacked(g) else ()
-    if net.is_readout(g):
-      shape, fan_in = (c_in, c_out), c_in
-    else:
-      shape, fan_in = lead + net.kernel + (c_in, c_out), c_in * net.kernel_size ** net.ndim
-    W = jnp.asarray(rng.standard_normal(shape) * np.sqrt(sigma_w2 / fan_in))
-    b = jnp.asarray(rng.standard_normal(lead + (c_out,)) * sigma_b) if net.bias else None
-    params.append((Dense if net.is_readout(g) else Conv)(W, b))
-  return tuple(params)
+  return np_inputs(net, batch, n, seed)
 
 
 def _target(net, params, x, loss, seed=2):

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from jaxbp.measure import diagnostics
 from jaxbp.studies import conv_sweep
 
 # A linear net with delta-orthogonal kernels (square Q, circular padding, no bias)
@@ -30,9 +31,9 @@ def test_linear_delta_orthogonal_rate_is_ln_chi1_exactly(tmp_path):
   assert again == rows
 
 
-def test_per_layer_rate_is_minus_the_slope():
+def test_rate_is_minus_the_slope_between_the_skipped_ends():
   log_norms = 3.0 - 0.25 * np.arange(20) + np.r_[5.0, np.zeros(18), -4.0]
-  assert conv_sweep.per_layer_rate(log_norms, skip=1) == pytest.approx(0.25, abs=1e-12)
+  assert float(diagnostics.fit_log_slope(log_norms, 1, 1)) == pytest.approx(0.25, abs=1e-12)
 
 
 @pytest.mark.parametrize("field,value,match", [

@@ -11,6 +11,8 @@ from jaxbp.core import nets
 from jaxbp.core.convnets import Conv, ConvNet
 from jaxbp.core.layers import Dense
 
+from conv_params import np_inputs, np_params
+
 TOL = 1e-12
 
 
@@ -58,25 +60,7 @@ def np_forward(net, params, x):
 
 
 def _x(net, batch=2, n=6, seed=1):
-  shape = (batch,) + (n,) * net.ndim + (net.channels[0],)
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape))
-
-
-def np_params(net, seed=0, sigma_w2=1.5, sigma_b=0.3):
-  """Gaussian params of net's layout from numpy: jax.random compiles once per shape,
-  which costs seconds on a loaded machine."""
-  rng = np.random.default_rng(seed)
-  params = []
-  for g, (n, c_in, c_out) in enumerate(net.groups):
-    lead = (n,) if net.is_stacked(g) else ()
-    if net.is_readout(g):
-      shape, fan_in = (c_in, c_out), c_in
-    else:
-      shape, fan_in = lead + net.kernel + (c_in, c_out), c_in * net.kernel_size ** net.ndim
-    W = jnp.asarray(rng.standard_normal(shape) * np.sqrt(sigma_w2 / fan_in))
-    b = jnp.asarray(rng.standard_normal(lead + (c_out,)) * sigma_b) if net.bias else None
-    params.append((Dense if net.is_readout(g) else Conv)(W, b))
-  return tuple(params)
+  return np_inputs(net, batch, n, seed)
 
 
 @pytest.mark.parametrize("padding,ndim,k", [("circular", 1, 3), ("same", 1, 5), ("circular", 2, 5),

@@ -105,7 +105,9 @@ def test_optimizer_nesterov_and_cache():
     ({"learning_rate": -1.0}, "learning_rate must be > 0"),
     ({"momentum": 1.0}, r"momentum must lie in \[0, 1\)"),
     ({"clip_norm": 0.0}, "clip_norm must be > 0"),
-], ids=["name", "zero_lr", "negative_lr", "momentum", "clip"])
+    ({"learning_rate": float("inf")}, "learning_rate must be > 0 and finite"),
+    ({"weight_decay": float("inf")}, "weight_decay must be > 0 and finite"),
+], ids=["name", "zero_lr", "negative_lr", "momentum", "clip", "inf_lr", "inf_decay"])
 def test_optimizer_errors(kwargs, match):
   args = {"name": "sgd", "learning_rate": 0.1, **kwargs}
   with pytest.raises(ValueError, match=match):

@@ -65,22 +65,6 @@ class Backward(NamedTuple):
   trace: Trace
 
 
-def _output_delta(net: MLP, loss: _losses.Loss, z, h, y, reduction):
-  """delta_K = dL/dz_K, fused where the notes fuse it."""
-  phi_out = net.phi_out
-  pair = (phi_out.name, loss.name)
-  if pair in (("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy")):
-    # dL/dp * dp/dz collapses to p - y: no division by p (1 - p), which
-    # underflows for saturated units. Same reduction count as the loss.
-    y = _losses.target(loss.name, h, y, loss.categorical)
-    count = h.shape[0] if loss.categorical else h.size
-    return (h - y) / count if reduction == "mean" else h - y
-  g = loss.grad(h, y, reduction)
-  if phi_out.elementwise:
-    return g * phi_out.grad(z)
-  return _act.softmax_vjp(z, g)
-
-
 def _batch_norm_backward(delta, u, gamma, eps):
   """dL/du and dL/dgamma for ``z = gamma * uhat + beta``, ``uhat = (u - mean) / s``.
 
@@ -188,7 +172,7 @@ def backward(net: MLP, loss, params, x, y, reduction: str = "mean",
   def last(seq, g):  # the last layer's value in group g (groups may be stacked)
     return seq[g][-1] if net.is_stacked(g) else seq[g]
 
-  g_h = _output_delta(net, loss, tr.z[-1], tr.h[-1], y, reduction)
+  g_h = _losses.output_delta(net.phi_out, loss, tr.z[-1], tr.h[-1], y, reduction)
   grads, deltas = [None] * G, [None] * G
   for g in reversed(range(G)):
     h_in = x if g == 0 else last(tr.h, g - 1)

@@ -40,7 +40,7 @@ sum_x h_L[b, x, i]`` over the |S| positions, so ``dL/dW = m^T delta``,
 
 **Output.** ``delta`` of the output layer is ``dL/dh * phi_out'(z)``, fused to
 ``(p - y) / count`` for sigmoid + binary cross-entropy and softmax +
-cross-entropy (:func:`output_delta`); a softmax acts on the channel axis at
+cross-entropy (:func:`jaxbp.core.losses.output_delta`); a softmax acts on the channel axis at
 every position.
 """
 from __future__ import annotations
@@ -50,29 +50,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxbp.core import activations as _act
 from jaxbp.core import losses as _losses
 from jaxbp.core.convnets import Conv, ConvNet, conv, global_average_pool, pad
 from jaxbp.core.layers import Dense
-
-
-def output_delta(phi_out: _act.Activation, loss: _losses.Loss, z, h, y, reduction: str):
-  """``dL/dz`` of the output layer, for outputs ``(..., c)`` of any rank.
-
-  The pairs sigmoid + binary cross-entropy and softmax + cross-entropy collapse
-  to ``(p - y) / count`` (no division by ``p (1 - p)``, which underflows for
-  saturated units), ``count`` being the loss's number of terms under "mean":
-  every position's class vector for the categorical loss, every element else.
-  """
-  if (phi_out.name, loss.name) in (("sigmoid", "binary_cross_entropy"),
-                                   ("softmax", "cross_entropy")):
-    y = _losses.target(loss.name, h, y, loss.categorical)
-    count = math.prod(h.shape[:-1]) if loss.categorical else h.size
-    return (h - y) / count if reduction == "mean" else h - y
-  g = loss.grad(h, y, reduction)
-  if phi_out.elementwise:
-    return g * phi_out.grad(z)
-  return _act.softmax_vjp(z, g)
 
 
 def flip_kernel(W):
@@ -153,7 +133,7 @@ def backward(net: ConvNet, loss, params, x, y, reduction: str = "mean",
   def last(g):  # group g's output (a stack's last layer)
     return tr.h[g][-1] if net.is_stacked(g) else tr.h[g]
 
-  g_h = output_delta(net.phi_out, loss, tr.z[-1], tr.h[-1], y, reduction)
+  g_h = _losses.output_delta(net.phi_out, loss, tr.z[-1], tr.h[-1], y, reduction)
   grads, deltas = [None] * G, [None] * G
   for g in reversed(range(G)):
     h_in = x if g == 0 else last(g - 1)

@@ -226,3 +226,22 @@ def get(loss: LossLike) -> Loss:
           "or pass a jaxbp.losses.Loss.") from None
   raise TypeError(f"loss must be a name or a jaxbp.losses.Loss, got "
                   f"{type(loss).__name__}: {loss!r}.")
+
+
+def output_delta(phi_out: _act.Activation, loss: Loss, z, h, y, reduction: str):
+  """``dL/dz`` of the output layer, for outputs ``(..., c)`` of any rank.
+
+  The pairs sigmoid + binary cross-entropy and softmax + cross-entropy collapse
+  to ``(p - y) / count`` (no division by ``p (1 - p)``, which underflows for
+  saturated units), ``count`` being the loss's number of terms under "mean":
+  every position's class vector for the categorical loss, every element else.
+  """
+  if (phi_out.name, loss.name) in (("sigmoid", "binary_cross_entropy"),
+                                   ("softmax", "cross_entropy")):
+    y = target(loss.name, h, y, loss.categorical)
+    count = math.prod(h.shape[:-1]) if loss.categorical else h.size
+    return (h - y) / count if reduction == "mean" else h - y
+  g = loss.grad(h, y, reduction)
+  if phi_out.elementwise:
+    return g * phi_out.grad(z)
+  return _act.softmax_vjp(z, g)

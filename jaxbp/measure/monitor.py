@@ -43,9 +43,7 @@ def monitor(loss_fn: Callable[..., Any], tx: optax.GradientTransformation) -> Ca
 
   @jax.jit
   def step(params, opt_state, *args):
-    report, grads = inspect_with_grads(loss_fn, params, *args)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, report
+    return _reported_step(loss_fn, tx, params, opt_state, args)
 
   return step
 
@@ -76,6 +74,12 @@ def run(loss_fn: Callable[..., Any], tx: optax.GradientTransformation, params, b
   return _run(loss_fn, tx, params, opt_state, chunks)
 
 
+def _reported_step(loss_fn, tx, params, opt_state, args):
+  report, grads = inspect_with_grads(loss_fn, params, *args)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, report
+
+
 def _plain_step(loss_fn, tx, params, opt_state, args):
   grads = jax.grad(loss_fn)(params, *args)
   updates, opt_state = tx.update(grads, opt_state, params)
@@ -88,9 +92,7 @@ def _run(loss_fn, tx, params, opt_state, chunks):
     def chunk(carry, batch):
       params, opt_state = carry
       first = jax.tree_util.tree_map(lambda a: a[0], batch)
-      report, grads = inspect_with_grads(loss_fn, params, *first)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      params = optax.apply_updates(params, updates)
+      params, opt_state, report = _reported_step(loss_fn, tx, params, opt_state, first)
       rest = jax.tree_util.tree_map(lambda a: a[1:], batch)
 
       def plain(carry, args):

@@ -11,8 +11,9 @@ delta-orthogonal ones (``gain^2 = sigma_w^2``), at the critical ``sigma_w^2``
 (``chi_1 = 1``) and at the off-critical values asked for.
 
 The measured per-layer rate is ``-`` the least-squares slope of ``ln||delta_l||^2``
-over layers ``skip .. depth - skip`` (the ends are where the input has not yet
-reached q* and where the output layer's delta enters). The input is drawn at
+over layers ``skip .. depth - skip``, by :func:`jaxbp.measure.diagnostics.fit_log_slope`
+(the ends are where the input has not yet reached q* and where the output
+layer's delta enters). The input is drawn at
 the fixed point's variance q* (1 where there is none).
 
 >>> import jax; jax.config.update("jax_enable_x64", True)
@@ -34,6 +35,7 @@ from jaxbp.core import activations as _act
 from jaxbp.core import backprop
 from jaxbp.core import initializers as _init
 from jaxbp.core.convnets import ConvNet
+from jaxbp.measure import diagnostics
 from jaxbp.studies import driver
 from jaxbp.theory import meanfield
 
@@ -139,13 +141,6 @@ def layer_log_norms(deltas) -> np.ndarray:
   return np.log(np.asarray(jnp.concatenate(norms), np.float64))
 
 
-def per_layer_rate(log_norms: np.ndarray, skip: int) -> float:
-  """``-`` the least-squares slope of ``ln||delta_l||^2`` in l over the middle layers:
-  the measured ``ln chi_1``."""
-  y = log_norms[skip:len(log_norms) - skip]
-  return float(-np.polyfit(np.arange(len(y), dtype=np.float64), y, 1)[0])
-
-
 def measure(config: Config, key: Mapping) -> dict:
   """One configuration's ``ln||delta_l||^2`` profile, measured rate and prediction."""
   net = config.net()
@@ -162,7 +157,7 @@ def measure(config: Config, key: Mapping) -> dict:
                                                            jnp.zeros(shape, x.dtype))
   log_norms = layer_log_norms(deltas)
   return {"log_delta2": log_norms.tolist(),
-          "rate": per_layer_rate(log_norms, config.skip),
+          "rate": float(diagnostics.fit_log_slope(log_norms, config.skip, config.skip)),
           "ln_chi1": float(jnp.log(meanfield.chi1(config.activation, sigma_w2, sigma_b2))),
           "q_star": q_star, "seconds": time.perf_counter() - start}
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp import io as _io
+from jaxbp.studies import cli
 from jaxbp.studies import driver
 from jaxbp.train import landscapes
 
@@ -77,14 +78,7 @@ class Config:
   def from_dict(cls, config: Mapping) -> "Config":
     """From a mapping of field names; missing ones take the defaults, unknown ones
     are a ValueError. A Config passes through."""
-    if isinstance(config, cls):
-      return config
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(config) - set(names))
-    if unknown:
-      raise ValueError(f"himmelblau Config: unknown config keys {unknown}; valid keys are "
-                       f"{', '.join(names)}.")
-    return cls(**config)
+    return cli.from_dict(cls, config, "himmelblau Config")
 
 
 def _is_number(v) -> bool:

@@ -23,6 +23,7 @@ from jaxbp.core import initializers as _init
 from jaxbp.core import losses as _losses
 from jaxbp.core.nets import MLP
 from jaxbp.core.nets import objective
+from jaxbp.studies import cli
 from jaxbp.studies import driver
 from jaxbp.train import data as _data
 from jaxbp.train import training as _training
@@ -100,14 +101,7 @@ class Config:
   def from_dict(cls, config: Mapping) -> "Config":
     """From a mapping of field names; missing ones take the defaults, unknown ones
     are a ValueError. A Config passes through."""
-    if isinstance(config, cls):
-      return config
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(config) - set(names))
-    if unknown:
-      raise ValueError(f"train_digits Config: unknown config keys {unknown}; valid keys are "
-                       f"{', '.join(names)}.")
-    return cls(**config)
+    return cli.from_dict(cls, config, "train_digits Config")
 
 
 def _field(name, check, *args, **kwargs):

@@ -66,13 +66,13 @@ def optimizer(name: str, learning_rate, momentum: Optional[float] = None,
 def _optimizer(name, learning_rate, momentum, nesterov, clip_norm, weight_decay):
   if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {name!r}; valid names are {', '.join(OPTIMIZERS)}.")
-  _check(callable(learning_rate) or float(learning_rate) > 0,
-         f"learning_rate must be > 0, got {learning_rate!r}.", "optimizer")
+  _check(callable(learning_rate) or 0 < float(learning_rate) < np.inf,
+         f"learning_rate must be > 0 and finite, got {learning_rate!r}.", "optimizer")
   _check(momentum is None or 0 <= float(momentum) < 1,
          f"momentum must lie in [0, 1), got {momentum!r}.", "optimizer")
   for label, value in (("clip_norm", clip_norm), ("weight_decay", weight_decay)):
-    _check(value is None or float(value) > 0, f"{label} must be > 0 or None, got {value!r}.",
-           "optimizer")
+    _check(value is None or 0 < float(value) < np.inf,
+           f"{label} must be > 0 and finite, or None; got {value!r}.", "optimizer")
   momentum = 0.9 if momentum is None and name.lower() != "sgd" else momentum
   nesterov = nesterov or name.lower() == "nesterov"
   _check(momentum is not None or not nesterov, "nesterov=True needs a momentum, e.g. 0.9.",

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence, Tuple
 import jax
 import numpy as np
 
+from jaxbp.studies import cli
 from jaxbp.studies import driver
 from jaxbp.studies.remedies import report as _report
 from jaxbp.studies.remedies import training
@@ -122,14 +123,7 @@ class Config:
   def from_dict(cls, config: Mapping) -> "Config":
     """From a mapping of field names (a JSON/TOML file's keys); missing ones take
     the defaults, unknown ones are a ValueError. A Config passes through."""
-    if isinstance(config, cls):
-      return config
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(config) - set(names))
-    if unknown:
-      raise ValueError(f"remedies Config: unknown config keys {unknown}; valid keys are "
-                       f"{', '.join(names)}.")
-    return cls(**config)
+    return cli.from_dict(cls, config, "remedies Config")
 
   def to_dict(self) -> dict:
     """The fields as a dict (mutable copies), e.g. to merge overrides into."""

@@ -1,0 +1,61 @@
+"""What the scripts in ``experiments/`` share: a parser with ``--out``, a study's
+Config from flags (over a preset and a ``--config`` file), and a bad value as
+argparse's one-line usage error (exit status 2) before any compute."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Callable, Mapping, Sequence, TypeVar
+
+from jaxbp import io as _io
+from jaxbp.studies import driver
+
+T = TypeVar("T")
+
+
+def parser(doc: str, out_help: str = "output directory") -> argparse.ArgumentParser:
+  """An ArgumentParser described by ``doc``'s first line, with a required ``--out``."""
+  p = argparse.ArgumentParser(description=doc.splitlines()[0])
+  p.add_argument("--out", required=True, help=out_help)
+  return p
+
+
+def given(args: argparse.Namespace, names: Sequence[str]) -> dict:
+  """The flags among ``names`` that were given (not None), by field name."""
+  return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
+def preset(config_cls, args: argparse.Namespace, names: Sequence[str]) -> dict:
+  """``config_cls.quick()`` under ``--quick`` (else the defaults) as a dict, updated
+  by the ``--config`` file's keys and then by the flags among ``names`` given."""
+  config = (config_cls.quick() if args.quick else config_cls()).to_dict()
+  if args.config:
+    config.update(_io.read_config(args.config))
+  config.update(given(args, names))
+  return config
+
+
+def config_or_exit(p: argparse.ArgumentParser, make: Callable[[], T], out) -> T:
+  """``make()``, and ``out`` created and writable (unless None); a ValueError or
+  OSError from either is ``p.error``: one line, exit status 2."""
+  try:
+    config = make()
+    if out is not None:
+      driver.check_out_dir(out)
+  except (OSError, ValueError) as e:
+    p.error(str(e))
+  return config
+
+
+def from_dict(config_cls, config: Mapping, label: str):
+  """``config_cls(**config)`` from a mapping of field names (a JSON/TOML file's keys):
+  missing ones take the defaults, unknown ones are a ValueError beginning with
+  ``label``. An instance of ``config_cls`` passes through."""
+  if isinstance(config, config_cls):
+    return config
+  names = [f.name for f in dataclasses.fields(config_cls)]
+  unknown = sorted(set(config) - set(names))
+  if unknown:
+    raise ValueError(f"{label}: unknown config keys {unknown}; valid keys are "
+                     f"{', '.join(names)}.")
+  return config_cls(**config)
