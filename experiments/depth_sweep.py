@@ -12,11 +12,13 @@ with the same flags, picks up where it stopped. Flags override the preset;
 """
 import argparse
 import json
+import sys
 
 import jax
 
 from jaxbp import io
 from jaxbp.studies import depth_sweep
+from jaxbp.studies import driver
 
 FIELDS = ("activations", "inits", "sigma_w2", "sigma_b2", "depths", "width", "batch", "seeds",
           "skip", "memory_gb")
@@ -38,6 +40,7 @@ def main(argv=None):
   parser.add_argument("--skip", type=int, help="transient layers left out of the fit at each end")
   parser.add_argument("--memory-gb", type=float)
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
+  parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
   args = parser.parse_args(argv)
   config = (depth_sweep.QUICK if args.quick else depth_sweep.FULL).to_dict()
   try:
@@ -47,10 +50,25 @@ def main(argv=None):
     if args.float32:
       config["dtype"] = "float32"
     config = depth_sweep.Config.from_dict(config)
+    driver.check_out_dir(args.out)   # before any compute
   except (OSError, ValueError) as e:
+    if args.debug:
+      raise
     parser.error(str(e))
   jax.config.update("jax_enable_x64", config.dtype == "float64")
-  summary = depth_sweep.run(config, args.out)
+  try:
+    summary = depth_sweep.run(config, args.out)
+  except (ValueError, driver.LockHeld) as e:   # another config in --out, or another run
+    if args.debug:
+      raise
+    parser.error(str(e))
+  except (OSError, KeyboardInterrupt) as e:    # disk full, SIGTERM, Ctrl-C: what is kept
+    if args.debug:
+      raise
+    notes = " ".join(getattr(e, "__notes__", ()))
+    print(f"{parser.prog}: {type(e).__name__}: {e}. {notes}".strip(), file=sys.stderr)
+    sys.exit(128 + e.signum if isinstance(e, driver.Interrupted) else
+             130 if isinstance(e, KeyboardInterrupt) else 1)
   print(json.dumps(summary, indent=1))
 
 

@@ -247,3 +247,32 @@ def test_the_script_reports_bad_flags_in_one_line(flags, match, tmp_path):
   assert proc.returncode == 2
   assert "Traceback" not in proc.stderr and match in proc.stderr.strip().splitlines()[-1]
   assert not (tmp_path / "o").exists()
+
+
+def test_report_sets_layerwise_and_finite_width_predictions_beside_mean_field(tiny):
+  out, summary = tiny
+  rows = _rows(out)
+  with open(os.path.join(out, "results.csv")) as f:
+    header = f.readline().strip().split(",")
+  new = {"slope_layerwise", "slope_error_layerwise", "slope_finite_width",
+         "slope_error_finite_width", "log_ratio_measured", "log_ratio_predicted",
+         "log_ratio_var_measured", "log_ratio_var_predicted"}
+  assert new <= set(header) and new <= set(rows[0])
+  assert header.index("key") < min(header.index(c) for c in new)   # old columns keep their places
+  for r in rows:
+    assert np.isclose(r["slope_error_layerwise"], r["slope_measured"] - r["slope_layerwise"])
+    assert np.isclose(r["slope_error_finite_width"],
+                      r["slope_measured"] - r["slope_finite_width"])
+    assert r["log_ratio_var_predicted"] > 0
+    if r["activation"] == "relu":   # chi_1 does not depend on q: layerwise is ln chi_1
+      assert abs(r["slope_layerwise"] - r["slope_theory"]) < 1e-9
+  # tanh without biases: q* = 0, the inputs start at v0 = 1 and q_l decays; mean field
+  # says 0, the layerwise profile says what the net does.
+  for r in (r for r in rows if r["activation"] == "tanh" and r["init"] == "xavier"):
+    assert abs(r["slope_error_layerwise"]) < 0.03 < abs(r["slope_error"]), r
+  by = summary["by_prediction"]
+  assert set(by) == {"mean_field", "layerwise", "finite_width"}
+  assert all(v["n"] == summary["by_activation"]["tanh"]["n"] * 2 for v in by.values())
+  report = open(os.path.join(out, "report.md")).read()
+  assert "## Agreement under each prediction" in report and "## Spread across seeds" in report
+  assert f"| layerwise | {by['layerwise']['n']} | {by['layerwise']['within_tolerance']} |" in report

@@ -100,10 +100,32 @@ def test_critical_tanh_with_bias_vs_monte_carlo():
     np.testing.assert_allclose(samples.mean(), expected, atol=5 * stderr)
 
 
-def test_critical_nan_when_bracket_misses():
-  assert np.isnan(mf.critical_sigma_w2("sigmoid", 0.0))  # it lies near 114
-  np.testing.assert_allclose(
-      mf.chi1("sigmoid", mf.critical_sigma_w2("sigmoid", 0.0, hi=200.0), 0.0), 1.0, rtol=1e-10)
+def test_critical_bracket_grows_by_itself():
+  # sigmoid's root lies past the first bracket [0, 20]: the default finds it.
+  grown = float(mf.critical_sigma_w2("sigmoid", 0.05))
+  fixed = float(mf.critical_sigma_w2("sigmoid", 0.05, hi=400.0))
+  np.testing.assert_allclose(grown, fixed, rtol=1e-12)
+  assert 103.0 < grown < 103.3                          # the 103.13
+  np.testing.assert_allclose(mf.chi1("sigmoid", grown, 0.05), 1.0, rtol=1e-10)
+  np.testing.assert_allclose(mf.chi1("sigmoid", mf.critical_sigma_w2("sigmoid", 0.0), 0.0), 1.0,
+                             rtol=1e-10)
+  # Batched and vmapped: every entry grows its own bracket.
+  b = jnp.array([0.0, 0.05, 1.0])
+  batched = mf.critical_sigma_w2("sigmoid", b)
+  mapped = jax.jit(jax.vmap(lambda v: mf.critical_sigma_w2("sigmoid", v)))(b)
+  np.testing.assert_allclose(batched, mapped, rtol=1e-12)
+  np.testing.assert_allclose(mf.chi1("sigmoid", batched, b), 1.0, rtol=1e-10)
+
+
+def test_critical_without_a_root_raises_or_is_nan_under_jit():
+  with pytest.raises(ValueError, match=r"no sigma_w2 in \[0.0, 20.0\].*chi_1 <= 1 up to 20"):
+    mf.critical_sigma_w2("sigmoid", 0.05, hi=20.0)
+  with pytest.raises(ValueError, match="chi_1 > 1 already at lo"):
+    mf.critical_sigma_w2("tanh", 0.05, lo=5.0)
+  with pytest.raises(ValueError, match="sigma_b2=0.0"):      # names the entry without a root
+    mf.critical_sigma_w2("sigmoid", jnp.array([0.05, 0.0]), hi=jnp.array([400.0, 20.0]))
+  traced = jax.jit(lambda b: mf.critical_sigma_w2("sigmoid", b, hi=20.0))(0.05)
+  assert np.isnan(traced)                                  # documented: traced cannot raise
 
 
 # Depth scales.

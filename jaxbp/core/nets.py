@@ -244,6 +244,9 @@ class MLP:
       raise ValueError(
           f"x has shape {x.shape}, expected (batch, {self.sizes[0]}) for net sizes="
           f"{self.sizes}. A single example needs a batch axis: x[None].")
+    if x.shape[0] == 0:
+      raise ValueError(f"x has shape {x.shape}: an empty batch (a mean over no examples "
+                       "is 0/0, a nan loss); pass at least one row.")
     return x
 
   # -- forward -----------------------------------------------------------------

@@ -31,13 +31,19 @@ import jax
 import jaxlib
 import numpy as np
 
+from jaxbp.io import lock as _lock
 
 
 # -- atomic files --------------------------------------------------------------
 
 
 def atomic_write(path, data: bytes) -> None:
-  """Writes ``data`` to ``path`` so that a reader sees the old file or the new one."""
+  """Writes ``data`` to ``path`` so that a reader sees the old file or the new one.
+
+  A failed write (disk full, quota, I/O error, an interrupt) removes its
+  temporary file and leaves the old ``path``, if any, untouched; the OSError
+  keeps its errno and names ``path``.
+  """
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   # Same directory, so os.replace is a rename within one filesystem: atomic.
@@ -47,15 +53,46 @@ def atomic_write(path, data: bytes) -> None:
   tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
   fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
   try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
+    try:
+      view = memoryview(data)
+      while view:                 # os.write may write less than asked
+        view = view[os.write(fd, view):]
+      os.fsync(fd)
+    finally:
+      os.close(fd)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError) and e.errno is not None:
+      raise OSError(e.errno, f"{e.strerror}: could not write {path}; nothing of it was "
+                    "written and the previous file, if any, is intact", os.fspath(path)) from e
     raise
+
+
+def remove_partial_files(directory) -> list:
+  """Deletes the temporary files that dead writers left in ``directory`` (killed
+  mid-write), and returns their names.
+
+  A writer is known by the pid in the file's name (:func:`atomic_write`); files of
+  live processes on this host, this one included, are left alone. Another host's
+  pids cannot be checked, so call it while holding the directory's
+  :class:`jaxbp.io.lock.DirLock`.
+  """
+  gone = []
+  for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
+    parts = name.rsplit(".", 3)
+    if not (name.startswith(".") and name.endswith(".tmp") and len(parts) == 4
+            and parts[1].isdigit()):
+      continue
+    pid = int(parts[1])
+    if pid != os.getpid() and not _lock.pid_alive(pid):
+      try:
+        os.remove(os.path.join(directory, name))
+        gone.append(name)
+      except FileNotFoundError:
+        pass
+  return gone
 
 
 def jsonable(obj):
@@ -163,6 +200,11 @@ class ResultStore:
   def __init__(self, root):
     self.root = os.fspath(root)
     os.makedirs(self.root, exist_ok=True)
+
+  def lock(self) -> _lock.DirLock:
+    """The store's lock file, ``root/.lock``, taken: raises :class:`jaxbp.io.lock.LockHeld`
+    naming the holder when another live process has it. Release it when done."""
+    return _lock.DirLock(os.path.join(self.root, ".lock")).acquire()
 
   def path(self, key) -> str:
     name = key if isinstance(key, str) else config_key(key)

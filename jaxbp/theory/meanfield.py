@@ -29,15 +29,12 @@ where relu' jumps, is a panel edge, so E[relu'(z)^2] = 1/2 holds to round-off. (
 Gauss-Hermite: its nodes are too sparse near 0 to resolve sigmoid'(sqrt(q) z)^2 at
 the large q* of a critical sigmoid; see ``_rule``.)
 
-References:
-  Poole et al., "Exponential expressivity in deep neural networks through
-    transient chaos", NeurIPS 2016.
-  Schoenholz et al., "Deep information propagation", ICLR 2017.
-  Pennington, Schoenholz & Ganguli, "Resurrecting the sigmoid in deep learning
-    through dynamical isometry: theory and practice", NeurIPS 2017.
-  He et al., "Delving deep into rectifiers", ICCV 2015.
-  Glorot & Bengio, "Understanding the difficulty of training deep feedforward
-    neural networks", AISTATS 2010.
+References: Poole et al., "Exponential expressivity in deep neural networks through
+transient chaos", NeurIPS 2016. Schoenholz et al., "Deep information propagation",
+ICLR 2017. Pennington, Schoenholz & Ganguli, "Resurrecting the sigmoid in deep
+learning through dynamical isometry: theory and practice", NeurIPS 2017. He et al.,
+"Delving deep into rectifiers", ICCV 2015. Glorot & Bengio, "Understanding the
+difficulty of training deep feedforward neural networks", AISTATS 2010.
 
 >>> import jaxbp.meanfield as mf
 >>> round(float(mf.chi1("relu", 2.0, 0.1)), 6)  # He init is critical for ReLU
@@ -61,18 +58,21 @@ NUM_POINTS = 2048  # nodes of the z-rule: 256 panels x 8 Gauss-Legendre nodes on
 _ORDER = 8         # Gauss-Legendre nodes per panel
 _Z_MAX = 12.0      # P(|z| > 12) ~ 4e-33: the truncated tails are below float64 round-off
 _ITERS = 100      # safeguarded Newton steps for a fixed point
+_START_HI, MAX_SIGMA_W2 = 20.0, 2.0 ** 16  # critical_sigma_w2's bracket grows from 20 to this
 
 
 class DepthScales(NamedTuple):
   """Depth scales of Schoenholz et al. (2017), in layers.
 
   Attributes:
-    xi_q: |q_l - q*| ~ exp(-l / xi_q); xi_q = -1 / ln(sigma_w2 E[phi'^2 + phi phi'']).
+    xi_q: |q_l - q*| ~ exp(-l / xi_q); xi_q = -1 / ln|V'(q*)|, V the variance map.
+      Where q* = inf (relu-like phi, whose V' does not depend on q), V'(1):
+      negative when q grows geometrically, inf when linearly.
     xi_c: |c_l - c*| ~ exp(-l / xi_c); xi_c = -1 / ln(chi_c(c*)), which is
       -1 / ln(chi_1) in the ordered phase (c* = 1).
     xi_grad: E||delta_l||^2 ~ exp(-(L - l) / xi_grad); xi_grad = -1 / ln(chi_1).
       Signed: negative when gradients explode (chi_1 > 1).
-  All are inf at criticality, and nan where q* is not finite.
+  All are inf at criticality, and nan only where q* is nan (not converged).
   """
   xi_q: jax.Array
   xi_c: jax.Array
@@ -102,16 +102,13 @@ def _rule(num_points, dtype):
   t, v = np.polynomial.legendre.leggauss(_ORDER)
   edges = np.linspace(-_Z_MAX, _Z_MAX, panels + 1)
   half = (edges[1] - edges[0]) / 2
-  z = ((edges[:-1] + edges[1:]) / 2)[:, None] + half * t[None, :]
-  w = half * v[None, :] * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)
-  z, w = z.reshape(-1), w.reshape(-1)
-  w = w / w.sum()
-  return z.astype(dtype), w.astype(dtype)
+  z = (((edges[:-1] + edges[1:]) / 2)[:, None] + half * t[None, :]).reshape(-1)
+  w = np.tile(half * v, panels) * np.exp(-z * z / 2)
+  return z.astype(dtype), (w / w.sum()).astype(dtype)
 
 
 def _bivariate_points(num_points):
-  # The 2-D rule is a product rule: a quarter of the nodes per axis keeps it at
-  # (512)^2 = 262k evaluations by default; q up to ~30 resolved for the sigmoid.
+  # A product rule, a quarter of the nodes per axis: 512^2 by default (sigmoid: q <~ 30).
   step = 2 * _ORDER
   return max(step, (int(num_points) // 4) // step * step)
 
@@ -167,15 +164,10 @@ def _floats(**values):
   return [jnp.asarray(v, dtype) for v in values.values()]
 
 
-def _phi2(act, u):
-  # phi'' by forward-mode autodiff of the hand-derived phi' (elementwise jvp).
-  return jax.jvp(act.grad, (u,), (jnp.ones_like(u),))[1]
-
-
 def _jit(fn):
   # The activation, node count and iteration count are static: one compile each.
   args = fn.__code__.co_varnames[:fn.__code__.co_argcount]
-  return jax.jit(fn, static_argnames=[a for a in ("act", "iters", "n") if a in args])
+  return jax.jit(fn, static_argnames=[a for a in ("act", "grow", "iters", "n") if a in args])
 
 
 @_jit
@@ -190,9 +182,13 @@ def _positive(q):
 
 
 def _variance_slope(act, q, s, n):
-  # d q_l / d q_{l-1} = sigma_w2 E[phi'^2 + phi phi''] (Gaussian integration by parts).
-  return s * gaussian_expectation(
-      lambda u: act.grad(u) ** 2 + act.fn(u) * _phi2(act, u), _positive(q), n)
+  # dV/dq = sigma_w2 E[phi(u) phi'(u) z] / sqrt(q), u = sqrt(q) z: the exact derivative
+  # of the quadrature's V. Equal to sigma_w2 E[phi'^2 + phi phi''] (Gaussian integration
+  # by parts), but with no cancelling terms: pairs +-z add up >= 0 for monotone phi,
+  # where phi phi'' turned the slope negative at q* ~ 1e4 (tanh) and xi_q into nan.
+  q = _positive(q)
+  r = jnp.sqrt(q)[..., None]
+  return s * gaussian_expectation(lambda u: act.fn(u) / r * act.grad(u) * (u / r), q, n)
 
 
 @_jit
@@ -200,13 +196,15 @@ def _chi1(act, q, s, n):
   return s * gaussian_expectation(lambda u: act.grad(u) ** 2, _positive(q), n)
 
 
-def _solve(step, slope, x0, iters, lo, hi):
-  """Fixed point of x -> step(x): a Newton step on step(x) - x where safe, else step(x)."""
+def _solve(step, slope, x0, iters, lo, hi, floor=False):
+  """Fixed point of x -> step(x): a Newton step on step(x) - x where safe, else step(x);
+  with ``floor``, one below ``lo`` lands on it (near q = 0, V(q) ~ s q: Newton gives 0 +-)."""
   def body(_, x):
     fx, d = step(x), slope(x)
     newton = x + (fx - x) / (1.0 - d)
-    # Newton only where the map contracts, so that it heads for a stable fixed
-    # point and never for an unstable one (e.g. q = 0 for relu, sigma_w2 > 2).
+    newton = jnp.maximum(newton, lo) if floor else newton
+    # Newton only where the map contracts: towards a stable fixed point, never an
+    # unstable one (e.g. q = 0 for relu, sigma_w2 > 2).
     ok = (d < 1) & (newton >= lo) & (newton <= hi)
     return jnp.where(ok, newton, fx).astype(x.dtype)
   return lax.fori_loop(0, iters, body, x0)
@@ -218,14 +216,12 @@ def _fixed_point(act, s, b, q0, iters, n):
   slope = functools.partial(_variance_slope, act, s=s, n=n)
   first = v_map(q0)
   x0 = jnp.broadcast_to(jnp.asarray(q0, first.dtype), first.shape)
-  q = _solve(v_map, slope, x0, iters, 0.0, jnp.inf)
+  q = _solve(v_map, slope, x0, iters, 0.0, jnp.inf, floor=True)
   fq = v_map(q)
   tol = jnp.sqrt(jnp.finfo(fq.dtype).eps)
   converged = jnp.abs(fq - q) <= tol * jnp.maximum(q, fq)
-  # V(q) = q + b with b > 0 (relu at sigma_w2 = 2, say) grows linearly, so the
-  # iterates "converge" in relative terms at q ~ b / eps when the quadrature's
-  # E[relu(z)^2] rounds one ulp below 1/2: a fixed point with b > 0 and slope
-  # V'(q) = 1 is no fixed point; the variance grows without bound.
+  # V(q) = q + b, b > 0 (relu, sigma_w2 = 2) "converges" at q ~ b / eps when E[relu(z)^2]
+  # rounds an ulp below 1/2; with slope V' = 1 it is no fixed point: q grows forever.
   marginal = (b > 0) & (slope(jnp.where(jnp.isfinite(q), q, 1.0)) >= 1 - tol)
   diverged = (fq > q) | jnp.isinf(q)
   return jnp.where(marginal, jnp.inf,
@@ -236,8 +232,8 @@ def _with_fixed_point(act, sigma_w2, sigma_b2, q, num_points):
   if q is not None:
     return _floats(sigma_w2=sigma_w2, sigma_b2=sigma_b2, q=q)
   sigma_w2, sigma_b2 = _floats(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
-  q0 = jnp.ones((), sigma_w2.dtype)
-  return sigma_w2, sigma_b2, _fixed_point(act, sigma_w2, sigma_b2, q0, _ITERS, num_points)
+  return sigma_w2, sigma_b2, _fixed_point(act, sigma_w2, sigma_b2, jnp.ones((), sigma_w2.dtype),
+                                          _ITERS, num_points)
 
 
 def variance_map(q, activation, sigma_w2, sigma_b2, num_points=NUM_POINTS):
@@ -296,8 +292,14 @@ def correlation_map(c, activation, sigma_w2, sigma_b2, q=None, num_points=NUM_PO
 
 @_jit
 def _correlation(act, c, q, s, b, n):
-  e = _bivariate_expectation(act.fn, act.fn, q, c, n)
-  return (s * e + b) / _variance(act, q, s, b, n)
+  # phi / r, r^2 = min(q, 1): products ~ q would flush to 0 at small q (0 / 0 at q = 0,
+  # now the q -> 0+ limit); q* = inf (relu-like phi): the q -> inf limit, b negligible.
+  q, c, b = jnp.broadcast_arrays(_positive(q), c, b)
+  q, b = jnp.where(jnp.isinf(q), 1.0, q), jnp.where(jnp.isinf(q), 0.0, b)
+  r2 = jnp.minimum(q, 1.0)
+  f = lambda u: act.fn(u) / jnp.sqrt(r2).reshape(r2.shape + (1,) * (u.ndim - r2.ndim))
+  e, m = _bivariate_expectation(f, f, q, c, n), gaussian_expectation(lambda u: f(u) ** 2, q, n)
+  return jnp.where(b > 0, (s * e * r2 + b) / (s * m * r2 + b), e / m)
 
 
 def _depth(rate):
@@ -316,13 +318,12 @@ def _depth_scales(act, s, b, n):
   chi_c = lambda c: s * _bivariate_expectation(act.grad, act.grad, q, c, n)
   c_star = _solve(cmap, chi_c, jnp.zeros_like(chi), _ITERS, -1.0, 1.0)
   rate_c = jnp.where((chi <= 1) | jnp.isinf(_depth(chi)), chi, chi_c(c_star))
-  return DepthScales(_depth(_variance_slope(act, q, s, n)), _depth(rate_c), _depth(chi))
+  slope = _variance_slope(act, jnp.where(jnp.isfinite(q), q, 1.0), s, n)
+  return DepthScales(_depth(jnp.abs(slope)), _depth(rate_c), _depth(chi))
 
 
 def depth_scales(activation, sigma_w2, sigma_b2, num_points=NUM_POINTS):
   """(xi_q, xi_c, xi_grad) of Schoenholz et al. (2017); see :class:`DepthScales`.
-
-  phi'' in xi_q is jax's derivative of the hand-derived phi' (0 for relu).
 
   >>> scales = depth_scales("tanh", 1.5, 0.05)
   >>> bool(scales.xi_c > 0), bool(scales.xi_grad > 0)
@@ -334,9 +335,22 @@ def depth_scales(activation, sigma_w2, sigma_b2, num_points=NUM_POINTS):
 
 
 @_jit
-def _critical(act, b, lo, hi, iters, n):
+def _critical(act, b, lo, hi, grow, iters, n):
   def excess(s):
     return _chi1(act, _fixed_point(act, s, b, 1.0, _ITERS, n), s, n) - 1.0
+
+  # [lo, hi] -> [hi, 2 hi] while chi_1 <= 1 at hi, up to the limit; elementwise,
+  # so each sigma_b2 of a batch (or of vmap) grows only as far as it needs.
+  def short(state):
+    return grow & (state[2] <= 0) & (state[1] < MAX_SIGMA_W2)
+
+  def widen(state):
+    a, z, e = state
+    more = short(state)
+    z2 = jnp.where(more, jnp.minimum(2.0 * z, MAX_SIGMA_W2), z)
+    return jnp.where(more, z, a), z2, jnp.where(more, excess(z2), e)
+
+  lo, hi, e_hi = lax.while_loop(lambda st: jnp.any(short(st)), widen, (lo, hi, excess(hi)))
 
   def body(_, bracket):
     a, z = bracket
@@ -344,24 +358,43 @@ def _critical(act, b, lo, hi, iters, n):
     up = excess(mid) > 0
     return jnp.where(up, a, mid), jnp.where(up, mid, z)
 
-  ok = (excess(lo) <= 0) & (excess(hi) > 0)
+  ok = (excess(lo) <= 0) & (e_hi > 0)
   a, z = lax.fori_loop(0, iters, body, (lo, hi))
   return jnp.where(ok, 0.5 * (a + z), jnp.nan)
 
 
-def critical_sigma_w2(activation, sigma_b2, lo=0.0, hi=20.0, iters=60,
+def critical_sigma_w2(activation, sigma_b2, lo=0.0, hi=None, iters=60,
                       num_points=NUM_POINTS):
-  """The sigma_w2 in [lo, hi] where chi_1(sigma_w2, sigma_b2) = 1, by bisection.
+  """The sigma_w2 where chi_1(sigma_w2, sigma_b2) = 1, by bisection.
 
-  Jit-safe (``lax.fori_loop``); nan if chi_1 - 1 does not change sign on the
-  bracket. Examples: relu -> 2 for any sigma_b2 (He et al. 2015); leaky_relu
-  with slope p -> 2 / (1 + p^2); tanh -> 1 at sigma_b2 = 0 (q* = 0), about
-  1.761 at sigma_b2 = 0.05 (Schoenholz et al. 2017; Pennington et al. 2017).
+  With ``hi=None`` the bracket starts at ``[lo, 20]`` and doubles its upper end
+  while chi_1 <= 1 there, up to ``MAX_SIGMA_W2`` (2^16): sigmoid's root (~103
+  for sigma_b2 in [0, 0.3]) takes three doublings. A given ``hi`` fixes it.
+  Raises a ValueError when chi_1 - 1 does not change sign on the bracket; under
+  jit or vmap, where a traced value cannot raise, such entries are nan.
+
+  Examples: relu -> 2 for any sigma_b2 (He et al. 2015); leaky_relu with slope
+  p -> 2 / (1 + p^2); tanh -> 1 at sigma_b2 = 0 (q* = 0), about 1.761 at
+  sigma_b2 = 0.05 (Schoenholz et al. 2017; Pennington et al. 2017).
 
   >>> round(float(critical_sigma_w2("relu", 0.3)), 6)
   2.0
   """
   act = _elementwise(activation)
-  sigma_b2, lo, hi = _floats(sigma_b2=sigma_b2, lo=lo, hi=hi)
+  grow = hi is None
+  sigma_b2, lo, hi = _floats(sigma_b2=sigma_b2, lo=lo, hi=_START_HI if grow else hi)
   lo, hi = (jnp.broadcast_to(x, sigma_b2.shape) for x in (lo, hi))
-  return _critical(act, sigma_b2, lo, hi, iters, num_points)
+  hi = jnp.maximum(hi, 2.0 * lo) if grow else hi   # above lo, so that doubling moves it
+  root = _critical(act, sigma_b2, lo, hi, grow, iters, num_points)
+  try:
+    missing = np.argwhere(np.isnan(np.asarray(root)))
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return root
+  if len(missing):
+    b, a, z = (float(np.asarray(v)[tuple(missing[0])]) for v in (sigma_b2, lo, hi))
+    z = MAX_SIGMA_W2 if grow else z
+    why = (f"chi_1 > 1 already at lo; lower lo" if chi1(act, a, b) > 1 else
+           f"chi_1 <= 1 up to {z}" + ("" if grow else "; raise hi, or let it grow: hi=None"))
+    raise ValueError(f"critical_sigma_w2({act.name!r}, sigma_b2={b}): no sigma_w2 in "
+                     f"[{a}, {z}] has chi_1 = 1 ({why}).")
+  return root

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, Dict, List, Mapping, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
 from jaxbp.core import activations as _act
 from jaxbp.studies.depth_sweep.measure import RANDOM_READOUT
+from jaxbp.studies.depth_sweep.records import fit_window
 from jaxbp.theory import meanfield as _mf
 
 VERSION = 1   # bump when a change alters the numbers, so stored records are not reused
@@ -190,8 +192,25 @@ def _critical(activation, sigma_b2) -> List[float]:
   return [float(c) for c in crit]
 
 
+def narrowed_skip(config: SweepConfig) -> Dict[int, Tuple[int, int]]:
+  """``{depth: (first, last)}`` for the depths too shallow to leave ``skip`` layers out
+  at each end and keep two to fit: the window :func:`fit_window` fits there instead."""
+  windows = {d: fit_window(d, config.skip) for d in config.depths}
+  return {d: w for d, w in windows.items() if w[0] - 1 < config.skip}
+
+
 def grid(config: SweepConfig) -> List[Point]:
-  """Every point of the sweep, in a stable order (activation, init, sigma_b2, sigma_w2, depth)."""
+  """Every point of the sweep, in a stable order (activation, init, sigma_b2, sigma_w2, depth).
+
+  Warns when ``skip`` cannot be honoured at some depth, saying what is fitted there.
+  """
+  narrowed = narrowed_skip(config)
+  if narrowed:
+    warnings.warn(
+        f"SweepConfig: skip={config.skip} would leave fewer than two layers to fit at depth "
+        f"{', '.join(map(str, narrowed))}; fitting "
+        + "; ".join(f"depth {d} over layers [{a}, {b}] (skip {a - 1})"
+                    for d, (a, b) in narrowed.items()) + " instead.", UserWarning, stacklevel=2)
   points = []
   for a in config.activations:
     crit = _critical(a, config.sigma_b2) if {"critical", "orthogonal_critical"} & set(config.inits) else []

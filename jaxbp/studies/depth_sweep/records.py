@@ -9,6 +9,7 @@ import numpy as np
 
 from jaxbp.measure import diagnostics as _diag
 from jaxbp.studies.depth_sweep.measure import Measurement
+from jaxbp.theory import finite_width as _fw
 
 
 def _seed_status(m_delta, m_weight, m_bias, forward_finite):
@@ -55,7 +56,8 @@ def finite_mean(a):
 
 def fit_window(depth: int, skip: int) -> Tuple[int, int]:
   """The hidden layers ``[first, last]`` the slope is fitted over: ``skip`` left out at
-  each end, fewer when the net is too shallow to keep two layers."""
+  each end, at most ``(depth - 2) // 2`` so that two layers stay (depth 3 with skip 5
+  fits layers [1, 3]); the sweep's ``grid`` warns when that happens."""
   s = min(skip, max(0, (depth - 2) // 2))
   return 1 + s, depth - s
 
@@ -93,4 +95,39 @@ def summarise(point, th, rec, config) -> dict:
       "slope_weight_measured": float(np.nanmean(wslopes)) if np.isfinite(wslopes).any() else float("nan"),
       "fit_first": first, "fit_last": last, "input_v0": th.v0,
       "at_fixed_point": th.at_fixed_point,
+      **predictions(point, th, delta, config, mean),
+  }
+
+
+def predictions(point, th, delta, config, measured_slope) -> dict:
+  """The finite-depth and finite-width predictions of a row beside the measurement
+  (:mod:`jaxbp.theory.finite_width`), from the inputs' actual q_1 = sigma_w2 v0 + sigma_b2:
+
+  * ``slope_layerwise``: the slope over the fit window of the infinite-width profile
+    from q_1 (the variance map need not be at q*); ``slope_finite_width``: the same
+    at the sweep's width, for ``ln mean_batch ||delta||^2`` over its batch;
+  * ``log_ratio``: R = ln ||delta_1||^2 - ln ||delta_depth||^2 (batch-averaged norms,
+    hidden layers), its mean and variance across seeds, measured and predicted.
+  """
+  d = point.depth
+  first, last = fit_window(d, config.skip)
+  q1 = point.sigma_w2 * th.v0 + point.sigma_b2
+  if point.sigma_w2 > 0 and q1 > 0:
+    pred = {k: float(v) for k, v in _fw.sweep_predictions(
+        point.activation, point.sigma_w2, point.sigma_b2, q1, d, first, last, float(config.width),
+        batch=config.batch, max_depth=max(config.depths)).items()}
+  else:
+    pred = dict.fromkeys(("slope_layerwise", "slope_finite_width", "log_ratio_mean",
+                          "log_ratio_var"), float("nan"))
+  R = delta[:, 0] - delta[:, d - 1]
+  ok = np.isfinite(R)
+  return {
+      "slope_layerwise": pred["slope_layerwise"],
+      "slope_error_layerwise": measured_slope - pred["slope_layerwise"],
+      "slope_finite_width": pred["slope_finite_width"],
+      "slope_error_finite_width": measured_slope - pred["slope_finite_width"],
+      "log_ratio_measured": float(np.mean(R[ok])) if ok.any() else float("nan"),
+      "log_ratio_predicted": pred["log_ratio_mean"],
+      "log_ratio_var_measured": float(np.var(R[ok], ddof=1)) if ok.sum() > 1 else float("nan"),
+      "log_ratio_var_predicted": pred["log_ratio_var"],
   }
