@@ -11,7 +11,7 @@ from jaxbp import io as results
 from jaxbp.studies import spectrum
 from jaxbp.studies import train_digits
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_train_digits_run(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from jaxbp.studies import width_sweep
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = dict(points=(("relu", "critical", 0.0), ("tanh", 1.5, 0.05)), widths=(16, 32), depth=4,
             seeds=64)
 

@@ -12,7 +12,7 @@ import time
 from jaxbp import io as results
 from jaxbp.studies import depth_sweep as sweep
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 CONFIG = dict(activations=("tanh", "relu"), inits=("gaussian", "he", "critical"),
               sigma_w2=(1.0, 2.5), sigma_b2=(0.0, 0.05), depths=(8,), width=16, batch=4,

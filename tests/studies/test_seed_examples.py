@@ -24,7 +24,7 @@ from jaxbp.studies.seed_examples import seed001
 from jaxbp.studies.seed_examples import seed003
 from jaxbp.studies.seed_examples import seed004
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "experiments" / "seed_examples.py"
 
 PRINTED_2, PRINTED_4, EXACT = 5e-3, 5e-5, 1e-12

@@ -53,7 +53,7 @@ def test_zero_probes_give_the_plain_trace(stack):
 
 
 # Every activation, both losses, both layouts, in four cases (the full product is
-# what tests/test_backprop.py covers for the recursion itself).
+# what tests/core/test_backprop.py covers for the recursion itself).
 CASES = (("sigmoid", False, "mse"), ("tanh", True, "softmax_cross_entropy"),
          ("relu", True, "mse"), ("leaky_relu", False, "softmax_cross_entropy"))
 

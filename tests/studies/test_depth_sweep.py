@@ -13,7 +13,7 @@ from jaxbp import io as results
 from jaxbp.studies import depth_sweep as sweep
 from jaxbp.studies.depth_sweep import schedule
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # Two activations, every init, two depths: 4 measurement programs, 22 configurations.
 TINY = dict(activations=("tanh", "relu"), inits=sweep.INITS, sigma_w2=(1.0, 2.5),

@@ -12,7 +12,7 @@ import pytest
 
 from jaxbp.studies import inspect_model
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _script():
