@@ -3,8 +3,7 @@ kink, saturation, exp overflow, huge, the largest float.
 
 Each returns a finite value (checked against a closed form or numpy where one
 exists), or a documented inf (an overflow, log 0, no fixed point), or raises
-saying why; never a silent nan. Cases that still give nan are xfail(strict):
-they fail loudly once fixed, so the mark must go.
+saying why; never a silent nan.
 """
 import jax
 import jax.numpy as jnp
@@ -114,9 +113,6 @@ def test_softmax_cross_entropy_at_extreme_logits(row):
   assert np.isfinite(grad).all() and (np.abs(grad) <= 1).all()
 
 
-@pytest.mark.xfail(strict=True, reason="losses: bce_with_logits' term max(h, 0) - h y + "
-                   "log1p(exp(-|h|)) has kinks at h = 0 that jax.grad resolves to 0 - y, not "
-                   "1/2 - y (softplus(h) - h y has none); a zero-initialised readout hits it")
 @pytest.mark.parametrize("label", (0.0, 1.0))
 def test_autodiff_of_bce_with_logits_at_a_zero_logit(label):
   loss = losses.get("bce_with_logits")
@@ -124,8 +120,6 @@ def test_autodiff_of_bce_with_logits_at_a_zero_logit(label):
   assert float(grad[0, 0]) == 0.5 - label      # = sigmoid(0) - y, what loss.grad gives
 
 
-@pytest.mark.xfail(strict=True, reason="losses.softmax_cross_entropy: logits spanning more "
-                   "than BIG ([BIG, -BIG, 0]) give a nan loss; the loss is 0 for class 0")
 def test_softmax_cross_entropy_over_the_whole_float_range():
   loss = losses.softmax_cross_entropy.fn(jnp.array([[BIG, -BIG, 0.0]]), jnp.array([0]), "none")
   assert np.asarray(loss)[0] == 0.0
@@ -145,9 +139,6 @@ def test_bce_on_probabilities_is_finite_or_inf(p, y):
   assert np.isinf(loss) == np.isinf(grad)          # log 0: both inf (a certain wrong answer)
 
 
-@pytest.mark.xfail(strict=True, reason="losses.binary_cross_entropy.grad is (p - y) / (p (1 - "
-                   "p)): 0 / 0 at a perfect prediction p = y in {0, 1}; -y/p + (1-y)/(1-p) "
-                   "with the 0 log 0 = 0 convention gives 1 and -1")
 @pytest.mark.parametrize("p", (0.0, 1.0))
 def test_bce_gradient_at_a_perfect_prediction(p):
   grad = np.asarray(losses.binary_cross_entropy.grad(jnp.array([[p]]), jnp.array([[p]]),
@@ -164,8 +155,6 @@ def test_cross_entropy_on_one_hot_probabilities():
   np.testing.assert_array_equal(grad, -np.eye(3))
 
 
-@pytest.mark.xfail(strict=True, reason="losses: a 'mean' over an empty batch is 0/0 = nan; "
-                   "the loss functions do not check for it (MLP.check_input does)")
 def test_a_loss_over_an_empty_batch_raises():
   with pytest.raises(ValueError, match="empty"):
     losses.mse.fn(jnp.zeros((0, 2)), jnp.zeros((0, 2)), "mean")

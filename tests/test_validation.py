@@ -12,6 +12,17 @@ from jaxbp.core import initializers
 from jaxbp.core import losses
 from jaxbp.theory import meanfield
 from jaxbp.train import training
+from jaxbp import io
+from jaxbp.studies import benchmark
+from jaxbp.studies import conv_sweep
+from jaxbp.studies import depth_sweep
+from jaxbp.studies import driver
+from jaxbp.studies import himmelblau
+from jaxbp.studies import remedies
+from jaxbp.studies import seed_examples
+from jaxbp.studies import spectrum
+from jaxbp.studies import train_digits
+from jaxbp.studies import width_sweep
 
 NET = jaxbp.MLP((3, 4, 2))
 STACKED = jaxbp.MLP((3, 4, 4, 4, 2), "tanh", stack=True)
@@ -19,6 +30,8 @@ P = NET.init(jax.random.PRNGKey(0))
 X = jnp.ones((5, 3))
 Y = jnp.zeros((5, 2))
 TX = training.optimizer("sgd", 0.1)
+CNN = jaxbp.ConvNet((3, 4, 4), kernel_size=3)
+CP = CNN.init(jax.random.PRNGKey(0))
 
 # (id, thunk, exception type, words that must appear in the message)
 CASES = [
@@ -88,6 +101,53 @@ CASES = [
     ("meanfield-softmax", lambda: meanfield.chi1("softmax", 1.0, 0.0), ValueError, ["softmax"]),
     ("meanfield-negative-sigma-w2", lambda: meanfield.chi1("tanh", -1.0, 0.0), ValueError, ["sigma_w2"]),
     ("meanfield-unknown-activation", lambda: meanfield.chi1("gelu9", 1.0, 0.0), ValueError, ["gelu9", "tanh"]),
+    # -- ConvNet
+    ("conv-channels-too-few", lambda: jaxbp.ConvNet(channels=(3,)), ValueError, ["channels"]),
+    ("conv-even-kernel", lambda: jaxbp.ConvNet(channels=(3, 4), kernel_size=4), ValueError, ["odd", "4"]),
+    ("conv-bad-padding", lambda: jaxbp.ConvNet(channels=(3, 4), padding="reflect"), ValueError, ["reflect", "circular", "same"]),
+    ("conv-bad-ndim", lambda: jaxbp.ConvNet(channels=(3, 4), ndim=0), ValueError, ["ndim"]),
+    ("conv-outputs-zero", lambda: jaxbp.ConvNet(channels=(3, 4), outputs=0), ValueError, ["outputs"]),
+    ("conv-image-rank", lambda: CNN.apply(CP, jnp.ones((2, 8, 3))), ValueError, ["(2, 8, 3)"]),
+    ("conv-wrong-channels", lambda: CNN.apply(CP, jnp.ones((2, 8, 8, 5))), ValueError, ["5", "3"]),
+    ("conv-int-input", lambda: CNN.apply(CP, jnp.ones((2, 8, 8, 3), jnp.int32)), TypeError, ["int32"]),
+    ("conv-empty-batch", lambda: CNN.apply(CP, jnp.ones((0, 8, 8, 3))), ValueError, ["empty"]),
+    ("conv-params-other-net", lambda: CNN.apply(jaxbp.ConvNet((3, 5)).init(jax.random.PRNGKey(0)), jnp.ones((2, 8, 8, 3))), ValueError, ["params"]),
+    ("delta-orthogonal-narrowing", lambda: jaxbp.ConvNet((4, 2)).init(jax.random.PRNGKey(0), "delta_orthogonal"), ValueError, ["c_out", "c_in"]),
+    # -- inspect
+    ("inspect-loss-not-scalar", lambda: jaxbp.inspect(lambda p, x: x @ p["w"], {"w": jnp.ones((3, 2))}, jnp.ones((4, 3))), ValueError, ["scalar"]),
+    ("inspect-no-layer", lambda: jaxbp.inspect(lambda p, x: jnp.sum(p["w"] * x), {"w": jnp.ones(3)}, jnp.ones(3)), ValueError, ["no layer", "tap"]),
+    ("inspect-no-float-params", lambda: jaxbp.inspect(lambda p, x: jnp.sum(x), {"n": jnp.arange(3)}, jnp.ones(3)), TypeError, ["floating-point", "int64"]),
+    ("inspect-while-loop", lambda: jaxbp.inspect(lambda p, x: jax.lax.while_loop(lambda h: jnp.sum(h) < 10.0, lambda h: jnp.tanh(h @ p["w"]) + 1.0, x).sum(), {"w": jnp.ones((3, 3))}, jnp.ones((2, 3))), (ValueError, TypeError, NotImplementedError), ["while"]),
+    # -- finite-width theory
+    ("lgs-width-zero", lambda: meanfield.log_gradient_stats("tanh", 1.0, 0.0, width=0, depth=4), ValueError, ["width"]),
+    ("lgs-depth-zero", lambda: meanfield.log_gradient_stats("tanh", 1.0, 0.0, width=64, depth=0), ValueError, ["depth"]),
+    ("lgs-negative-sigma-w2", lambda: meanfield.log_gradient_stats("tanh", -1.0, 0.0, width=64, depth=4), ValueError, ["sigma_w2"]),
+    ("lgs-unknown-activation", lambda: meanfield.log_gradient_stats("gelu9", 1.0, 0.0, width=64, depth=4), ValueError, ["gelu9"]),
+    ("lgs-batch-zero", lambda: meanfield.log_gradient_stats("tanh", 1.0, 0.0, width=64, depth=4, batch=0), ValueError, ["batch"]),
+    ("critical-no-root-in-given-bracket", lambda: meanfield.critical_sigma_w2("sigmoid", 0.05, hi=50.0), ValueError, ["50"]),
+    # -- losses and the seeds' forms
+    ("loss-mean-empty-batch", lambda: losses.mse.fn(jnp.zeros((0, 2)), jnp.zeros((0, 2))), ValueError, ["empty"]),
+    ("loss-grad-mean-empty-batch", lambda: losses.mse.grad(jnp.zeros((0, 2)), jnp.zeros((0, 2))), ValueError, ["empty"]),
+    ("scalar-chain-no-layers", lambda: backprop.scalar_chain(jnp.zeros(0), jnp.zeros(0), 1.0), ValueError, ["scalar_chain", "(0,)"]),
+    ("mlp-empty-batch", lambda: NET.apply(P, jnp.ones((0, 3))), ValueError, ["empty"]),
+    # -- studies: configs fail before any compute
+    ("sweep-config-width", lambda: depth_sweep.Config(width=0), ValueError, ["width", ">= 1"]),
+    ("sweep-config-activation", lambda: depth_sweep.Config(activations=("swish",)), ValueError, ["swish"]),
+    ("sweep-config-unknown-key", lambda: depth_sweep.Config.from_dict({"depth": 3}), ValueError, ["depth"]),
+    ("width-sweep-config-widths", lambda: width_sweep.Config(widths=()), ValueError, ["widths"]),
+    ("width-sweep-config-seeds", lambda: width_sweep.Config(seeds=0), ValueError, ["seeds"]),
+    ("conv-sweep-config-channels", lambda: conv_sweep.Config(channels=0), ValueError, ["channels"]),
+    ("remedies-config-depths", lambda: remedies.Config(depths=()), ValueError, ["depths"]),
+    ("remedies-config-remedy", lambda: remedies.Config(settings=("magic",)), ValueError, ["magic"]),
+    ("spectrum-config-width", lambda: spectrum.Config(width=0), ValueError, ["width"]),
+    ("spectrum-config-weights", lambda: spectrum.Config(weights=("uniform",)), ValueError, ["uniform"]),
+    ("benchmark-config-repeats", lambda: benchmark.Config(repeats=0), ValueError, ["repeats"]),
+    ("seed-examples-config-seed", lambda: seed_examples.Config(seed=-1), ValueError, ["seed"]),
+    ("train-digits-config-epochs", lambda: train_digits.Config(epochs=0), ValueError, ["epochs"]),
+    ("himmelblau-config-steps", lambda: himmelblau.Config(steps=0), ValueError, ["steps"]),
+    # -- files
+    ("read-config-suffix", lambda: io.read_config("config.yaml"), (ValueError, OSError), ["config.yaml"]),
+    ("out-dir-under-a-file", lambda: driver.check_out_dir(__file__ + "/out"), ValueError, ["cannot be written"]),
     # -- graph
     ("graph-unsupported-primitive", lambda: graph.grad(lambda x: jnp.cumsum(x).sum())(jnp.ones(3)), NotImplementedError, ["cumsum"]),
     ("graph-nonscalar-output", lambda: graph.grad(lambda x: x * 2.0)(jnp.ones(3)), ValueError, ["(3,)", "scalar"]),
@@ -95,7 +155,7 @@ CASES = [
 
 
 def test_table_is_large_enough():
-  assert len(CASES) >= 40
+  assert len(CASES) >= 100
 
 
 @pytest.mark.parametrize("thunk,exc,words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -329,6 +329,9 @@ def scalar_chain(w, b, x, activation="sigmoid"):
   """
   phi = _act.get(activation)
   w, b = jnp.asarray(w), jnp.asarray(b)
+  if w.ndim != 1 or w.shape != b.shape or w.shape[0] == 0:
+    raise ValueError(f"scalar_chain: w and b must be 1-D of one equal, non-zero length (one "
+                     f"entry per layer); got shapes {w.shape} and {b.shape}.")
 
   def step(h, wb):
     z = wb[0] * h + wb[1]

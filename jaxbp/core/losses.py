@@ -124,6 +124,12 @@ def target(name, h, y, categorical):
   return y.astype(h.dtype)
 
 
+def _check_not_empty(name, count, reduction):
+  if reduction == "mean" and count == 0:
+    raise ValueError(f"{name}: an empty batch; a mean over no terms is 0/0 (nan). Pass at "
+                     "least one example, or reduction='sum'.")
+
+
 def _reduce(terms, reduction):
   if reduction == "none":
     return terms
@@ -143,7 +149,9 @@ def _make(name, term, term_grad, categorical):
     _check_reduction(reduction)
     h = jnp.asarray(h)
     y = target(name, h, y, categorical)
-    return _reduce(term(h, y), reduction)
+    terms = term(h, y)
+    _check_not_empty(name, terms.size, reduction)
+    return _reduce(terms, reduction)
 
   def grad(h, y, reduction="mean"):
     _check_reduction(reduction)
@@ -152,6 +160,7 @@ def _make(name, term, term_grad, categorical):
     # The number of terms _reduce divides by: one per example (all axes but the
     # class axis) for categorical losses, one per element otherwise.
     count = math.prod(h.shape[:-1]) if categorical else h.size
+    _check_not_empty(name, count, reduction)
     return _scale(term_grad(h, y), count, reduction)
 
   return Loss(name, fn, grad, categorical)
@@ -167,14 +176,21 @@ mse = _make("mse", lambda h, y: (h - y) ** 2, lambda h, y: 2.0 * (h - y), False)
 binary_cross_entropy = _make(
     "binary_cross_entropy",
     lambda p, y: -(_xlogy_terms(p, y) + _xlogy_terms(1.0 - p, 1.0 - y)),
-    lambda p, y: (p - y) / (p * (1.0 - p)),
+    # -y/p + (1-y)/(1-p), each part 0 where its y factor is (0 log 0 = 0): finite at
+    # a perfect prediction p = y in {0, 1}, where (p - y) / (p (1 - p)) is 0/0.
+    lambda p, y: (jnp.where(y == 0, 0.0, -y / jnp.where(y == 0, 1.0, p))
+                  + jnp.where(y == 1, 0.0, (1.0 - y) / jnp.where(y == 1, 1.0, 1.0 - p))),
     False)
 
 
 def _bce_logits_term(h, y):
-  # -(y log s(h) + (1-y) log(1 - s(h))) = max(h, 0) - h y + log(1 + e^{-|h|}):
-  # never exponentiates a positive number, so it is finite for any finite h.
-  return jnp.maximum(h, 0.0) - h * y + jnp.log1p(jnp.exp(-jnp.abs(h)))
+  # -(y log s(h) + (1-y) log(1 - s(h))) = max(h, 0) - h y + log(1 + e^{-|h|}), written
+  # so that it never exponentiates a positive number (finite for any finite h),
+  # keeps full precision where the loss is tiny (no softplus(h) - h cancellation),
+  # and lets jax.grad find s(0) - y = 1/2 - y at h = 0: -|h| is spelled with a
+  # one-sided derivative, so the two kinks at 0 cancel instead of dropping 1/2.
+  minus_abs = jnp.where(h >= 0, -h, h)
+  return jnp.where(h >= 0, h * (1.0 - y), -h * y) + jnp.log1p(jnp.exp(minus_abs))
 
 
 binary_cross_entropy_with_logits = _make(
@@ -183,7 +199,9 @@ binary_cross_entropy_with_logits = _make(
 
 softmax_cross_entropy = _make(
     "softmax_cross_entropy",
-    lambda h, y: -jnp.sum(y * _act.log_softmax(h), axis=-1),
+    # where: a class with y = 0 adds 0 even where its log-probability is -inf
+    # (logits spanning more than the float range), not 0 * -inf = nan.
+    lambda h, y: -jnp.sum(jnp.where(y == 0, 0.0, y * _act.log_softmax(h)), axis=-1),
     # d/dh_j of -sum_i y_i (h_i - logsumexp h) = softmax(h)_j sum_i y_i - y_j,
     # which is softmax(h) - y for a one-hot (or any normalised) target.
     lambda h, y: _act.softmax(h) * jnp.sum(y, axis=-1, keepdims=True) - y,
