@@ -13,10 +13,22 @@ from jaxbp.studies import driver
 T = TypeVar("T")
 
 
+class _Parser(argparse.ArgumentParser):
+  """Remembers ``--debug`` from the last parse, for :func:`config_or_exit`."""
+  debug = False
+
+  def parse_args(self, *args, **kwargs):
+    ns = super().parse_args(*args, **kwargs)
+    self.debug = bool(getattr(ns, "debug", False))
+    return ns
+
+
 def parser(doc: str, out_help: str = "output directory") -> argparse.ArgumentParser:
-  """An ArgumentParser described by ``doc``'s first line, with a required ``--out``."""
-  p = argparse.ArgumentParser(description=doc.splitlines()[0])
+  """An ArgumentParser described by ``doc``'s first line, with a required ``--out`` and
+  ``--debug`` (tracebacks instead of one-line errors)."""
+  p = _Parser(description=doc.splitlines()[0])
   p.add_argument("--out", required=True, help=out_help)
+  p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
   return p
 
 
@@ -43,6 +55,8 @@ def config_or_exit(p: argparse.ArgumentParser, make: Callable[[], T], out) -> T:
     if out is not None:
       driver.check_out_dir(out)
   except (OSError, ValueError) as e:
+    if getattr(p, "debug", False):
+      raise
     p.error(str(e))
   return config
 

@@ -68,3 +68,13 @@ def test_scripts_report_bad_flags_like_argparse(tmp_path, script, flags, words):
   for w in words:
     assert w in error, (w, error)
   assert not out.exists()   # failed before any compute or file
+
+
+def test_debug_brings_the_traceback_back(tmp_path):
+  cmd = [sys.executable, str(ROOT / "experiments" / "himmelblau.py"), "--out",
+         str(tmp_path / "o"), "--steps", "0"]
+  quiet = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+  loud = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+  assert quiet.returncode == 2 and "Traceback" not in quiet.stderr
+  assert "steps must be an int >= 1" in quiet.stderr.strip().splitlines()[-1]
+  assert loud.returncode != 0 and "Traceback" in loud.stderr and "ValueError" in loud.stderr
