@@ -41,10 +41,10 @@ from typing import NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 
-from jaxbp.core import activations as _act
-from jaxbp.core import conv_backprop as _conv_backprop
-from jaxbp.core import losses as _losses
-from jaxbp.core import nets as _nets
+import jaxbp.core.activations as _act
+import jaxbp.core.conv_backprop as _conv_backprop
+import jaxbp.core.losses as _losses
+import jaxbp.core.nets as _nets
 from jaxbp.core.convnets import ConvNet
 from jaxbp.core.layers import Dense, RowScale, Trace, layer_stream, take_sample
 from jaxbp.core.nets import MLP

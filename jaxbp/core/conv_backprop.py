@@ -50,7 +50,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxbp.core import losses as _losses
+import jaxbp.core.losses as _losses
 from jaxbp.core.convnets import Conv, ConvNet, conv, global_average_pool, pad
 from jaxbp.core.layers import Dense
 

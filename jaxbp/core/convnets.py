@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.core import activations as _act
-from jaxbp.core import initializers as _init
+import jaxbp.core.activations as _act
+import jaxbp.core.initializers as _init
 from jaxbp.core.layers import Dense, Trace, layer_forward
 
 PADDINGS = ("circular", "same")

@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from jaxbp.core import activations as _act
+import jaxbp.core.activations as _act
 
 
 class Dense(NamedTuple):

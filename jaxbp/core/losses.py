@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.core import activations as _act
+import jaxbp.core.activations as _act
 
 REDUCTIONS = ("mean", "sum", "none")
 

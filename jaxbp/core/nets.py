@@ -47,9 +47,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.core import activations as _act
-from jaxbp.core import initializers as _init
-from jaxbp.core import losses as _losses
+import jaxbp.core.activations as _act
+import jaxbp.core.initializers as _init
+import jaxbp.core.losses as _losses
 from jaxbp.core.layers import (BatchNormDense, Dense, RowScale, Trace, batch_norm, layer_forward,
                                 layer_inputs, layer_stream, take_sample, unstack)  # noqa: F401
 

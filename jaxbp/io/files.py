@@ -31,7 +31,7 @@ import jax
 import jaxlib
 import numpy as np
 
-from jaxbp.io import lock as _lock
+import jaxbp.io.lock as _lock
 
 
 # -- atomic files --------------------------------------------------------------

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.measure import probing
+import jaxbp.measure.probing as probing
 from jaxbp.measure.diagnostics import fit_log_slope
 from jaxbp.measure.report import LayerReport
 

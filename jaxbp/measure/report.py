@@ -13,7 +13,7 @@ from typing import Mapping, Optional, Tuple
 import jax
 import numpy as np
 
-from jaxbp.measure import theory_profile
+import jaxbp.measure.theory_profile as theory_profile
 
 
 @jax.tree_util.register_pytree_node_class

@@ -8,7 +8,7 @@ import dataclasses
 from typing import Callable, Mapping, Sequence, TypeVar
 
 from jaxbp import io as _io
-from jaxbp.studies import driver
+import jaxbp.studies.driver as driver
 
 T = TypeVar("T")
 

@@ -36,7 +36,7 @@ from jaxbp.core import backprop
 from jaxbp.core import initializers as _init
 from jaxbp.core.convnets import ConvNet
 from jaxbp.measure import diagnostics
-from jaxbp.studies import driver
+import jaxbp.studies.driver as driver
 from jaxbp.theory import meanfield
 
 INITS = ("delta_orthogonal", "gaussian")

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp import io as _io
-from jaxbp.studies import cli
-from jaxbp.studies import driver
+import jaxbp.studies.cli as cli
+import jaxbp.studies.driver as driver
 from jaxbp.train import landscapes
 
 

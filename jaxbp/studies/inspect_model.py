@@ -28,7 +28,7 @@ import numpy as np
 from jaxbp.core import losses, nets
 from jaxbp.measure.inspect import inspect, tap
 from jaxbp.measure.report import LayerReport
-from jaxbp.studies import driver
+import jaxbp.studies.driver as driver
 
 MODELS = ("mlp", "scan_mlp", "flax_cnn", "eqx_resnet")
 

@@ -23,8 +23,8 @@ from jaxbp.core import initializers as _init
 from jaxbp.core import losses as _losses
 from jaxbp.core.nets import MLP
 from jaxbp.core.nets import objective
-from jaxbp.studies import cli
-from jaxbp.studies import driver
+import jaxbp.studies.cli as cli
+import jaxbp.studies.driver as driver
 from jaxbp.train import data as _data
 from jaxbp.train import training as _training
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxbp import io as _io
 from jaxbp.core import activations as _activations
-from jaxbp.studies import driver
+import jaxbp.studies.driver as driver
 from jaxbp.theory import finite_width as _fw
 from jaxbp.theory import meanfield as _mf
 

@@ -99,9 +99,9 @@ import numpy as np
 from jax import lax
 
 from jaxbp.core import activations as _activations
-from jaxbp.theory import layer_moments as _moments
-from jaxbp.theory import log_mean_exp as _lme
-from jaxbp.theory import infinite_width as _mf
+import jaxbp.theory.layer_moments as _moments
+import jaxbp.theory.log_mean_exp as _lme
+import jaxbp.theory.infinite_width as _mf
 
 _PAIR_POINTS = 256   # nodes per axis of the two-example expectations (batch > 1)
 _EXP_MAX = 600.0     # exp() arguments are clipped here: products of many a_k

@@ -57,7 +57,7 @@ import numpy as np
 
 from jaxbp.core import activations as _act
 from jaxbp.core import initializers as _init
-from jaxbp.theory import meanfield as _mf
+import jaxbp.theory.meanfield as _mf
 
 WEIGHTS = ("gaussian", "orthogonal")
 S1 = {"gaussian": -1.0, "orthogonal": 0.0}   # S-transform coefficient of W W^T

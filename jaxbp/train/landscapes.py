@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.train import training as _training
+import jaxbp.train.training as _training
 
 
 def himmelblau(p):

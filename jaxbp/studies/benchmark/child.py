@@ -33,7 +33,9 @@ import time
 import jax
 import numpy as np
 
-from jaxbp.studies.benchmark import common, methods, timing
+import jaxbp.studies.benchmark.common as common
+import jaxbp.studies.benchmark.methods as methods
+import jaxbp.studies.benchmark.timing as timing
 
 MIN_CALLS = 3
 

@@ -11,7 +11,7 @@ import time
 import jax
 
 from jaxbp.core.nets import objective
-from jaxbp.studies.benchmark import common
+import jaxbp.studies.benchmark.common as common
 from jaxbp.studies.benchmark.config import Config
 
 COMPILE_VARIANTS = {"unrolled": dict(stack=False), "scan": dict(stack=True),

@@ -19,7 +19,8 @@ import jax
 import jaxbp
 from jaxbp.core import backprop
 from jaxbp.core.nets import objective
-from jaxbp.studies.benchmark import common, timing
+import jaxbp.studies.benchmark.common as common
+import jaxbp.studies.benchmark.timing as timing
 from jaxbp.studies.benchmark.config import Config
 
 MEMORY_VARIANTS = ("autodiff, scan", "autodiff, scan + remat", "autodiff, scan + block remat",

@@ -21,7 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.core.nets import Dense, objective
-from jaxbp.studies.benchmark import common, memory, timing
+import jaxbp.studies.benchmark.common as common
+import jaxbp.studies.benchmark.memory as memory
+import jaxbp.studies.benchmark.timing as timing
 
 try:
   from jax.ad_checkpoint import saved_residuals

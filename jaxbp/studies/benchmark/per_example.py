@@ -14,7 +14,8 @@ import jax.numpy as jnp
 
 from jaxbp.core import backprop
 from jaxbp.core.nets import objective
-from jaxbp.studies.benchmark import common, timing
+import jaxbp.studies.benchmark.common as common
+import jaxbp.studies.benchmark.timing as timing
 from jaxbp.studies.benchmark.config import Config
 
 PER_EXAMPLE_LIB = "backprop.per_example_grads (hand deltas + einsum)"

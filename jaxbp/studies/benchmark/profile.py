@@ -24,7 +24,8 @@ import jax
 
 from jaxbp.core import backprop
 from jaxbp.core.nets import objective
-from jaxbp.studies.benchmark import methods, timing
+import jaxbp.studies.benchmark.methods as methods
+import jaxbp.studies.benchmark.timing as timing
 from jaxbp.studies.benchmark.config import Config
 
 

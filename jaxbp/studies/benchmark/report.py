@@ -1,7 +1,7 @@
 """The benchmark's report: issues #6's and #15's targets, met or missed, and results.md."""
 from __future__ import annotations
 
-from jaxbp.studies.benchmark import report_processes
+import jaxbp.studies.benchmark.report_processes as report_processes
 from jaxbp.studies.benchmark.throughput import MATMUL, SHAPE_MATMUL
 
 

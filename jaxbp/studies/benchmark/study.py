@@ -10,7 +10,8 @@ import time
 
 from jaxbp import io as _io
 from jaxbp.studies import driver
-from jaxbp.studies.benchmark import report, timing
+import jaxbp.studies.benchmark.report as report
+import jaxbp.studies.benchmark.timing as timing
 from jaxbp.studies.benchmark.compile_time import compile_times
 from jaxbp.studies.benchmark.config import Config
 from jaxbp.studies.benchmark.memory import peak_memory

@@ -16,7 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.studies import depth_sweep as sw
-from jaxbp.studies.benchmark import baselines, common, timing
+import jaxbp.studies.benchmark.baselines as baselines
+import jaxbp.studies.benchmark.common as common
+import jaxbp.studies.benchmark.timing as timing
 from jaxbp.studies.benchmark.config import Config, Grid
 
 

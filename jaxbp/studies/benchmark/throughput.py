@@ -17,7 +17,9 @@ import numpy as np
 
 from jaxbp.core import backprop
 from jaxbp.core.nets import objective
-from jaxbp.studies.benchmark import baselines, common, timing
+import jaxbp.studies.benchmark.baselines as baselines
+import jaxbp.studies.benchmark.common as common
+import jaxbp.studies.benchmark.timing as timing
 from jaxbp.studies.benchmark.config import Config
 
 MATMUL = "large matmul (ceiling)"

@@ -7,8 +7,8 @@ import jax
 
 from jaxbp import io as _io
 from jaxbp.studies import driver
-from jaxbp.studies.depth_sweep import report as _report
-from jaxbp.studies.depth_sweep import schedule
+import jaxbp.studies.depth_sweep.report as _report
+import jaxbp.studies.depth_sweep.schedule as schedule
 from jaxbp.studies.depth_sweep.config import SweepConfig, grid, store_key, theory
 from jaxbp.studies.depth_sweep.records import as_float, finite_mean, summarise
 

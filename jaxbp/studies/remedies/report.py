@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from jaxbp import io as _io
-from jaxbp.studies.remedies import training
+import jaxbp.studies.remedies.training as training
 
 
 def _grid_axes(plt, n, size=(3.2, 2.5)):

@@ -17,8 +17,8 @@ import numpy as np
 
 from jaxbp.studies import cli
 from jaxbp.studies import driver
-from jaxbp.studies.remedies import report as _report
-from jaxbp.studies.remedies import training
+import jaxbp.studies.remedies.report as _report
+import jaxbp.studies.remedies.training as training
 from jaxbp.train import data as _data
 from jaxbp.train import training as _optim
 

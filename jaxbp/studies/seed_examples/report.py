@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxbp import io as results
-from jaxbp.studies.seed_examples import seed003
+import jaxbp.studies.seed_examples.seed003 as seed003
 from jaxbp.studies.seed_examples.common import KINDS, Config, Row, torch_or_none
 
 GRAPH_EXAMPLE = "003 computational graph"   # the example whose node table follows the rows

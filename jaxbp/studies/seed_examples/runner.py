@@ -8,12 +8,12 @@ import jax
 import numpy as np
 
 from jaxbp.studies import driver
-from jaxbp.studies.seed_examples import report
-from jaxbp.studies.seed_examples import seed000
-from jaxbp.studies.seed_examples import seed001
-from jaxbp.studies.seed_examples import seed002
-from jaxbp.studies.seed_examples import seed003
-from jaxbp.studies.seed_examples import seed004
+import jaxbp.studies.seed_examples.report as report
+import jaxbp.studies.seed_examples.seed000 as seed000
+import jaxbp.studies.seed_examples.seed001 as seed001
+import jaxbp.studies.seed_examples.seed002 as seed002
+import jaxbp.studies.seed_examples.seed003 as seed003
+import jaxbp.studies.seed_examples.seed004 as seed004
 from jaxbp.studies.seed_examples.common import Config, Row, float64
 
 # Every example, in seed order: (name, function of the config returning rows).

@@ -18,8 +18,8 @@ import numpy as np
 from jaxbp import io as _io
 from jaxbp.studies import cli
 from jaxbp.studies import driver
-from jaxbp.studies.spectrum import report as _report
-from jaxbp.studies.spectrum import sampling
+import jaxbp.studies.spectrum.report as _report
+import jaxbp.studies.spectrum.sampling as sampling
 from jaxbp.theory import spectra as _spectra
 
 
