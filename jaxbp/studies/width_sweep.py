@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxbp import io as _io
 from jaxbp.core import activations as _activations
+import jaxbp.studies.cli as cli
 import jaxbp.studies.driver as driver
 from jaxbp.theory import finite_width as _fw
 from jaxbp.theory import meanfield as _mf
@@ -83,14 +84,8 @@ class Config:
 
   @classmethod
   def from_dict(cls, config: Mapping) -> "Config":
-    if isinstance(config, cls):
-      return config
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(config) - set(names))
-    if unknown:
-      raise ValueError(f"width_sweep Config: unknown keys {unknown}; valid keys are "
-                       f"{', '.join(names)}.")
-    return cls(**config)
+    """From a mapping of field names (a config file's keys); unknown keys are an error."""
+    return cli.from_dict(cls, config, "width_sweep Config")
 
   def to_dict(self) -> dict:
     return driver.config_dict(self)

@@ -39,7 +39,7 @@ def test_runs_writes_files_and_resumes(tmp_path):
 @pytest.mark.parametrize("change,match", [
     (dict(widths=(1,)), "widths"), (dict(depth=1), "depth"), (dict(seeds=0), "seeds"),
     (dict(points=(("gelu", 1.0, 0.0),)), "unknown activation"),
-    (dict(points=(("tanh", -1.0, 0.0),)), "sigma_w2"), (dict(bogus=1), "unknown keys"),
+    (dict(points=(("tanh", -1.0, 0.0),)), "sigma_w2"), (dict(bogus=1), "unknown config keys"),
 ])
 def test_bad_configs_raise_naming_the_field(change, match):
   with pytest.raises(ValueError, match=match):
