@@ -102,10 +102,15 @@ def inspect(loss_fn: Callable[..., Any], params, *args) -> LayerReport:
   return inspect_with_grads(loss_fn, params, *args)[0]
 
 
-def inspect_with_grads(loss_fn: Callable[..., Any], params, *args):
+def inspect_with_grads(loss_fn: Callable[..., Any], params, *args, has_aux: bool = False):
   """:func:`inspect`, and ``dL/dparams`` from the same backward pass:
   ``(report, grads)``, grads shaped like params (zeros for non-float array
-  leaves, other leaves passed through), for an optimiser step (:mod:`jaxbp.measure.monitor`)."""
+  leaves, other leaves passed through), for an optimiser step (:mod:`jaxbp.measure.monitor`).
+
+  With ``has_aux=True``, ``loss_fn`` returns ``(loss, aux)`` (as for
+  ``jax.value_and_grad(..., has_aux=True)``) and the result is
+  ``(report, grads, aux)``: a training loop keeps the model's output for its
+  accuracy without a second forward pass."""
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   wrt = [k for k, (_, leaf) in enumerate(leaves) if _is_float(leaf)]
   if not wrt:
@@ -124,25 +129,32 @@ def inspect_with_grads(loss_fn: Callable[..., Any], params, *args):
     a = list(arg_leaves)
     for k, v in zip(data, x):
       a[k] = v
-    return loss_fn(jax.tree_util.tree_unflatten(treedef, full),
-                   *jax.tree_util.tree_unflatten(arg_def, a))
+    out = loss_fn(jax.tree_util.tree_unflatten(treedef, full),
+                  *jax.tree_util.tree_unflatten(arg_def, a))
+    if has_aux and not (isinstance(out, (tuple, list)) and len(out) == 2):
+      raise TypeError("jaxbp.inspect: with has_aux=True, loss_fn must return a pair "
+                      f"(loss, aux), got {type(out).__name__}.")
+    return out
 
   w0 = [leaves[k][1] for k in wrt]
   x0 = [arg_leaves[k] for k in data]
   spec = lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
   try:
-    closed = jax.make_jaxpr(flat_fn)([spec(a) for a in w0], [spec(a) for a in x0])
+    closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(
+        [spec(a) for a in w0], [spec(a) for a in x0])
   except (TypeError, ValueError) as err:
     raise type(err)(
         f"jaxbp.inspect: loss_fn(params, *args) could not be traced. Check that the args "
         f"have the shapes and dtypes the model expects; got args {_shapes(args)}.\n"
         f"The error from tracing: {err}") from err
   out = closed.out_avals
-  if len(out) != 1 or out[0].shape != ():
+  aux_def = jax.tree_util.tree_structure(out_shape[1]) if has_aux else None
+  if (len(out) != 1 and not has_aux) or out[0].shape != ():
     got = ", ".join(str(a.shape) for a in out)
     raise ValueError(
-        f"jaxbp.inspect: loss_fn must return one scalar, it returned outputs of shapes "
-        f"{got}. Reduce the loss (e.g. .mean()) and drop any auxiliary outputs.")
+        f"jaxbp.inspect: loss_fn must return one scalar{' and its aux' if has_aux else ''}, "
+        f"it returned outputs of shapes {got}. Reduce the loss (e.g. .mean())"
+        f"{'' if has_aux else ' and drop any auxiliary outputs'}.")
   if not jnp.issubdtype(out[0].dtype, jnp.inexact):
     raise TypeError(f"jaxbp.inspect: the loss must be floating point, got {out[0].dtype}.")
 
@@ -160,10 +172,10 @@ def inspect_with_grads(loss_fn: Callable[..., Any], params, *args):
 
   def objective(w, probes):
     outs, zs = probing.run(jaxpr, closed.consts, list(w) + list(x0), plan, probes)
-    return outs[0], zs
+    return outs[0], (zs, outs[1:])
 
-  (value, zs), (grads, deltas) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
-      w0, probing.zero_probes(plan))
+  (value, (zs, aux)), (grads, deltas) = jax.value_and_grad(
+      objective, argnums=(0, 1), has_aux=True)(w0, probing.zero_probes(plan))
   q = probing.per_layer(plan, zs, lambda z: jnp.mean(jnp.square(z["z"])))
   delta_sq = probing.per_layer(plan, deltas, lambda d: jnp.sum(jnp.square(d)))
   grad_sq = {n: jnp.sum(jnp.square(g)) for n, g in zip(names, grads)}
@@ -184,4 +196,7 @@ def inspect_with_grads(loss_fn: Callable[..., Any], params, *args):
       log_slope=-fit_log_slope(jnp.log(delta_sq)),
       sigma_w2=probing.per_layer(plan, zs, lambda z: z["sigma_w2"]),
       sigma_b2=probing.per_layer(plan, zs, lambda z: z["sigma_b2"]))
-  return report, jax.tree_util.tree_unflatten(treedef, full)
+  grads = jax.tree_util.tree_unflatten(treedef, full)
+  if has_aux:
+    return report, grads, jax.tree_util.tree_unflatten(aux_def, aux)
+  return report, grads

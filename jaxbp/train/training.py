@@ -20,7 +20,7 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -30,60 +30,12 @@ import optax
 from jaxbp.core import backprop as _backprop
 from jaxbp.core import losses as _losses
 from jaxbp.core.nets import MLP
+from jaxbp.measure.inspect import inspect_with_grads
+import jaxbp.train.optimizers as optimizers
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov")
 GRAD_METHODS = ("autodiff", "backprop")
-
-
-def optimizer(name: str, learning_rate, momentum: Optional[float] = None,
-              nesterov: bool = False, clip_norm: Optional[float] = None,
-              weight_decay: Optional[float] = None) -> optax.GradientTransformation:
-  """An optax optimizer by name: ``clip -> + weight decay -> sgd/momentum``.
-
-  Args:
-    name: ``"sgd"`` (plain, or heavy-ball with ``momentum``, as torch.optim.SGD),
-      ``"momentum"`` or ``"nesterov"`` (both default to ``momentum=0.9``).
-    learning_rate: eta > 0, or an optax schedule ``step -> eta``.
-    momentum: gamma in ``v <- gamma v + g`` (Polyak 1964).
-    nesterov: Nesterov's look-ahead form ``g + gamma v`` (Sutskever et al. 2013).
-    clip_norm: rescale the gradient to global norm <= ``clip_norm`` (Pascanu et al. 2013).
-    weight_decay: lambda of an L2 penalty ``lambda/2 ||w||^2``: ``lambda w`` joins the
-      clipped gradient before the momentum, like torch SGD's coupled ``weight_decay``.
-
-  Equal hashable arguments give the same object, so :func:`fit` (whose ``tx``
-  is a static jit argument) reuses its compiled loop.
-
-  >>> tx = optimizer("momentum", 0.01, momentum=0.9, clip_norm=1.0)
-  >>> state = tx.init(jnp.zeros(3))
-  """
-  # floats, not arrays: hashable, for the cache.
-  number = lambda v: v if v is None or callable(v) else float(v)
-  return _optimizer(name, number(learning_rate), number(momentum), bool(nesterov),
-                    number(clip_norm), number(weight_decay))
-
-
-@functools.lru_cache(maxsize=256)
-def _optimizer(name, learning_rate, momentum, nesterov, clip_norm, weight_decay):
-  if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
-    raise ValueError(f"Unknown optimizer {name!r}; valid names are {', '.join(OPTIMIZERS)}.")
-  _check(callable(learning_rate) or 0 < float(learning_rate) < np.inf,
-         f"learning_rate must be > 0 and finite, got {learning_rate!r}.", "optimizer")
-  _check(momentum is None or 0 <= float(momentum) < 1,
-         f"momentum must lie in [0, 1), got {momentum!r}.", "optimizer")
-  for label, value in (("clip_norm", clip_norm), ("weight_decay", weight_decay)):
-    _check(value is None or 0 < float(value) < np.inf,
-           f"{label} must be > 0 and finite, or None; got {value!r}.", "optimizer")
-  momentum = 0.9 if momentum is None and name.lower() != "sgd" else momentum
-  nesterov = nesterov or name.lower() == "nesterov"
-  _check(momentum is not None or not nesterov, "nesterov=True needs a momentum, e.g. 0.9.",
-         "optimizer")
-  chain = []
-  if clip_norm is not None:
-    chain.append(optax.clip_by_global_norm(clip_norm))   # clip the raw gradient first
-  if weight_decay is not None:
-    chain.append(optax.add_decayed_weights(weight_decay))  # g + lambda w, before momentum
-  chain.append(optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov))
-  return chain[0] if len(chain) == 1 else optax.chain(*chain)
+OPTIMIZERS = optimizers.OPTIMIZERS
+optimizer = optimizers.optimizer
 
 
 # -- one step ------------------------------------------------------------------
@@ -132,15 +84,46 @@ def _value_and_grad(net, loss, grad_method, reduction):
   return jax.value_and_grad(loss_and_output, has_aux=True)
 
 
-def _make_step(net, loss, tx, grad_method, reduction):
+def _make_step(net, loss, tx, grad_method, reduction, reported=False):
+  """One update: ``(params, opt_state, StepInfo, bad_layer)``, and with ``reported``
+  the :class:`~jaxbp.measure.report.LayerReport` of the params before it, whose
+  backward pass is also the update's gradient (one pass, not two)."""
   vg = _value_and_grad(net, loss, grad_method, reduction)
 
+  def loss_and_output(params, x, y):
+    out = net.apply(params, x)
+    return loss.fn(out, y, reduction), out
+
   def step(params, opt_state, x, y):
-    (value, out), grads = vg(params, x, y)
+    if reported:
+      report, grads, out = inspect_with_grads(loss_and_output, params, x, y, has_aux=True)
+      value = report.loss
+    else:
+      (value, out), grads = vg(params, x, y)
     updates, opt_state = tx.update(grads, opt_state, params)
     info = StepInfo(value, accuracy(loss, out, y), global_norm(grads))
-    return optax.apply_updates(params, updates), opt_state, info, _first_bad_layer(value, grads)
+    new = optax.apply_updates(params, updates), opt_state, info, _first_bad_layer(value, grads)
+    return new + (report,) if reported else new
   return step
+
+
+def _monitored_step(net, loss, tx, reduction, every):
+  """``(t, params, opt_state, x, y) -> (..., report)``: the reported step on steps
+  ``t % every == 0``, a plain autodiff step (and a NaN report) on the others."""
+  reported = _make_step(net, loss, tx, "autodiff", reduction, reported=True)
+  if every == 1:
+    return lambda t, *a: reported(*a)
+  plain = _make_step(net, loss, tx, "autodiff", reduction)
+
+  def skipped(*a):
+    report = jax.eval_shape(reported, *a)[-1]
+    return plain(*a) + (jax.tree_util.tree_map(_nans, report),)
+
+  return lambda t, *a: jax.lax.cond(t % every == 0, reported, skipped, *a)
+
+
+def _nans(s):
+  return jnp.full(s.shape, jnp.nan, s.dtype)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2), static_argnames=("grad_method", "reduction"))
@@ -188,7 +171,12 @@ class Fit(NamedTuple):
   non-finite gradient; ``len(params)`` when only the loss overflowed). That
   step's update is not applied: ``params`` are the last finite ones, the
   overflow row of ``history`` is kept as measured and the rows after it are NaN.
-  Both are -1 when nothing overflowed. :func:`status` names the outcome."""
+  Both are -1 when nothing overflowed. :func:`status` names the outcome.
+
+  ``reports``: with ``fit(..., monitor=k)``, a :class:`~jaxbp.measure.report.LayerReport`
+  whose arrays carry a leading axis of ``ceil(steps / k)`` recorded steps (row r
+  is step ``r k``, before its update; NaN where the loop had stopped); None
+  without ``monitor``. :func:`jaxbp.train.monitoring.write_monitor` writes it out."""
   params: Any
   opt_state: Any
   history: StepInfo
@@ -196,6 +184,7 @@ class Fit(NamedTuple):
   converged: jax.Array
   overflow_step: jax.Array
   overflow_layer: jax.Array
+  reports: Any = None
 
 
 def status(result: Fit) -> str:
@@ -230,9 +219,14 @@ def _batch_fn(x, y, key, batch_size):
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "net", "loss", "tx", "steps", "batch_size", "tol", "grad_method", "reduction"))
-def _fit(params, x, y, key, *, net, loss, tx, steps, batch_size, tol, grad_method, reduction):
-  step = _make_step(net, loss, tx, grad_method, reduction)
+    "net", "loss", "tx", "steps", "batch_size", "tol", "grad_method", "reduction", "every"))
+def _fit(params, x, y, key, *, net, loss, tx, steps, batch_size, tol, grad_method, reduction,
+         every):
+  if every:
+    step = _monitored_step(net, loss, tx, reduction, every)
+  else:
+    plain = _make_step(net, loss, tx, grad_method, reduction)
+    step = lambda t, *a: plain(*a) + (None,)
   batch = _batch_fn(x, y, key, batch_size)
   opt_state = tx.init(params)
   dtype = jax.tree_util.tree_leaves(params)[0].dtype
@@ -244,29 +238,31 @@ def _fit(params, x, y, key, *, net, loss, tx, steps, batch_size, tol, grad_metho
     # steps still run (a scan cannot stop) but change nothing and log NaN.
     def scan_body(carry, t):
       params, opt_state, o_step, o_layer = carry
-      new_params, new_state, info, bad_layer = step(params, opt_state, *batch(t))
+      new_params, new_state, info, bad_layer, report = step(t, params, opt_state, *batch(t))
       before = o_step < 0
       now = before & (bad_layer >= 0)
       keep = lambda new, old: jnp.where(before & ~now, new, old)
       info = StepInfo(*(jnp.where(before, v.astype(dtype), jnp.nan) for v in info))
+      report = jax.tree_util.tree_map(lambda v: jnp.where(before, v, jnp.nan), report)
       return (jax.tree_util.tree_map(keep, new_params, params),
               jax.tree_util.tree_map(keep, new_state, opt_state),
-              jnp.where(now, t, o_step), jnp.where(now, bad_layer, o_layer)), info
+              jnp.where(now, t, o_step), jnp.where(now, bad_layer, o_layer)), (info, report)
 
-    (params, opt_state, o_step, o_layer), history = jax.lax.scan(
+    (params, opt_state, o_step, o_layer), (history, reports) = jax.lax.scan(
         scan_body, (params, opt_state, no, no), jnp.arange(steps))
     made = jnp.where(o_step >= 0, o_step, steps)
-    return Fit(params, opt_state, history, made, jnp.asarray(False), o_step, o_layer)
+    reports = jax.tree_util.tree_map(lambda a: a[::every], reports) if every else None
+    return Fit(params, opt_state, history, made, jnp.asarray(False), o_step, o_layer, reports)
 
   # With seed 001's stopping rule: a while_loop that ends inside the compiled
   # program at the first gradient with norm <= tol (or the first overflow).
   def cond(carry):
-    t, _, _, _, stop, overflow_step, _ = carry
+    t, _, _, _, _, stop, overflow_step, _ = carry
     return (t < steps) & ~stop & (overflow_step < 0)
 
   def body(carry):
-    t, params, opt_state, history, _, _, _ = carry
-    new_params, new_state, info, bad_layer = step(params, opt_state, *batch(t))
+    t, params, opt_state, history, reports, _, _, _ = carry
+    new_params, new_state, info, bad_layer, report = step(t, params, opt_state, *batch(t))
     # Seed 001: stop when ||grad f(w)|| <= tol, keeping w (no update from it).
     stop = info.grad_norm <= tol
     overflow = bad_layer >= 0
@@ -274,18 +270,29 @@ def _fit(params, x, y, key, *, net, loss, tx, steps, batch_size, tol, grad_metho
     params = jax.tree_util.tree_map(keep, new_params, params)
     opt_state = jax.tree_util.tree_map(keep, new_state, opt_state)
     history = StepInfo(*(h.at[t].set(v.astype(dtype)) for h, v in zip(history, info)))
-    return (t + 1, params, opt_state, history, stop, jnp.where(overflow, t, -1),
+    if every:  # row t // every on recorded steps; the others index past the end and drop
+      row = jnp.where(t % every == 0, t // every, reports_len)
+      reports = jax.tree_util.tree_map(lambda b, v: b.at[row].set(v, mode="drop"), reports,
+                                       report)
+    return (t + 1, params, opt_state, history, reports, stop, jnp.where(overflow, t, -1),
             jnp.where(overflow, bad_layer, -1))
 
-  init = (jnp.asarray(0), params, opt_state, history, jnp.asarray(False), no, no)
-  t, params, opt_state, history, stop, o_step, o_layer = jax.lax.while_loop(cond, body, init)
+  reports, reports_len = None, -(-steps // every) if every else 0
+  if every:
+    shapes = jax.eval_shape(step, 0, params, opt_state, *batch(0))[-1]
+    reports = jax.tree_util.tree_map(
+        lambda s: jnp.full((reports_len,) + s.shape, jnp.nan, s.dtype), shapes)
+  init = (jnp.asarray(0), params, opt_state, history, reports, jnp.asarray(False), no, no)
+  t, params, opt_state, history, reports, stop, o_step, o_layer = jax.lax.while_loop(
+      cond, body, init)
   made = t - (stop | (o_step >= 0)).astype(t.dtype)
-  return Fit(params, opt_state, history, made, stop, o_step, o_layer)
+  return Fit(params, opt_state, history, made, stop, o_step, o_layer, reports)
 
 
 def fit(net: MLP, loss, params, x, y, tx: optax.GradientTransformation, *, steps: int,
         batch_size: Optional[int] = None, key=None, tol: Optional[float] = None,
-        grad_method: str = "autodiff", reduction: str = "mean") -> Fit:
+        grad_method: str = "autodiff", reduction: str = "mean",
+        monitor: Union[bool, int] = False) -> Fit:
   """Trains ``params`` for ``steps`` updates in one compiled loop.
 
   Step t takes a batch, computes ``L`` and ``g = dL/dtheta`` on it and applies
@@ -303,6 +310,12 @@ def fit(net: MLP, loss, params, x, y, tx: optax.GradientTransformation, *, steps
     grad_method: ``"autodiff"`` (``jax.value_and_grad``) or ``"backprop"`` (the
       hand recursion of :mod:`jaxbp.backprop`): the same numbers either way.
     reduction: ``"mean"`` or ``"sum"`` over the batch.
+    monitor: record gradient flow inside the compiled loop: True on every step,
+      an int k on steps 0, k, 2k, ... (:func:`jaxbp.inspect`'s per-layer q,
+      delta_sq and per-leaf grad_sq, in ``Fit.reports``). A recorded step takes
+      its update's gradient from the same backward pass that measures the
+      layers, so the numbers are those of an unmonitored run. Needs
+      ``grad_method="autodiff"``.
 
   >>> net = MLP((3, 3, 2, 3), "relu")
   >>> x = jnp.array([[1, 2, 1.5], [3, 4, 2.3], [5, 6, 1.2]]); y = jnp.array([0, 2, 1])
@@ -324,11 +337,18 @@ def fit(net: MLP, loss, params, x, y, tx: optax.GradientTransformation, *, steps
   _check(tol is None or float(tol) > 0, f"tol must be > 0 or None, got {tol!r}.")
   _check(isinstance(tx, optax.GradientTransformation), "tx must be an optax "
          f"GradientTransformation such as optimizer('sgd', 0.1), got {type(tx).__name__}.")
+  _check(monitor is False or monitor is True or (_is_int(monitor) and monitor >= 0),
+         f"monitor must be True, False or an int k >= 1 (record every k-th step), "
+         f"got {monitor!r}.")
+  every = int(monitor)
+  _check(not every or grad_method == "autodiff", "monitor records the layers through "
+         "jaxbp.inspect's autodiff pass, which is also the update's gradient: use "
+         f"grad_method='autodiff' with it, not {grad_method!r}.")
   net.check_params(params)
   key = jax.random.PRNGKey(0) if key is None else key  # unused for full batches
   return _fit(params, x, y, key, net=net, loss=_losses.get(loss), tx=tx, steps=steps,
               batch_size=batch_size, tol=None if tol is None else float(tol),
-              grad_method=_check_method(grad_method), reduction=reduction)
+              grad_method=_check_method(grad_method), reduction=reduction, every=every)
 
 
 def _is_int(v):
