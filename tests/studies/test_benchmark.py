@@ -37,6 +37,7 @@ def test_quick_run_writes_every_section_target_and_same_gradient(tmp_path):
     assert name in saved, name
   md = (tmp_path / "results.md").read_text()
   for heading in ("## 1a. Where a small step's time goes", "## 1b. Gradient step throughput",
+                  "## 1c. Monitoring overhead",
                   "## 2. Compile time", "## 3. Peak memory", "## 4. Depth-sweep grid",
                   "## 5. Per-example gradients", "## Targets"):
     assert heading in md, heading
@@ -47,7 +48,8 @@ def test_quick_run_writes_every_section_target_and_same_gradient(tmp_path):
   assert benchmark.Config(**written) == config          # config.json reads back as the config
 
   # Every target is reported, met or missed.
-  assert len(res["targets"]) == 7
+  # 7, the monitoring overhead and the very deep point's two remat variants.
+  assert len(res["targets"]) == 10
   for t in res["targets"]:
     assert isinstance(t["met"], bool), t
     assert t["measured"] is None or t["measured"] > 0, t
@@ -82,6 +84,21 @@ def test_quick_run_writes_every_section_target_and_same_gradient(tmp_path):
   plain = res["memory"]["rows"]["autodiff, scan"][d]["saved_residuals"]
   remat = res["memory"]["rows"]["autodiff, scan + remat"][d]["saved_residuals"]
   assert remat < plain / 2
+
+  # The very deep point: both remat variants measured (which keeps less depends on the
+  # sizes: at width 8 the per-block weight slices outweigh the activations).
+  deep = res["memory"]["deep"]
+  assert set(deep) == {"autodiff, scan + block remat", "autodiff, scan + remat"}
+  for r in deep.values():
+    assert "skipped" not in r, r
+    assert r["depth"] == 40 and r["peak_rss"] >= r["baseline_rss"] > 0
+    assert r["xla_output"] >= r["param_bytes"] > 0
+
+  # Monitoring: every program timed; a monitored step costs more than a plain one.
+  assert set(res["monitor"]["overhead"]) == {"monitored step vs plain step",
+                                             "fit, monitor=True (per step) vs fit (per step)",
+                                             "fit, monitor=10 (per step) vs fit (per step)"}
+  assert all(t["median_s"] > 0 for t in res["monitor"]["times"].values())
 
   # The profile splits each step into non-negative parts.
   for split in res["profile"]["split"].values():
@@ -119,6 +136,8 @@ def test_sections_needing_torch_say_it_is_missing(tmp_path, monkeypatch):
     ("process_methods", ()), ("process_methods", ("jaxbp autodiff", "jax")),
     ("process_methods", ("numpy (seed 002)",) * 2), ("process_rounds", 0),
     ("process_window_s", -1.0), ("process_timeout_s", 0), ("profile_width", 0),
+    ("memory_deep", (1, 8, 4)), ("memory_deep", (10, 8)), ("monitor_width", 0),
+    ("monitor_fit_steps", 0),
     ("sweep_grid", Grid(0, (1.0,), (0.0,), 4, 8, 4)),
     ("sweep_grid", Grid(1, (), (0.0,), 4, 8, 4)),
     ("sweep_grid", Grid(1, (0.0,), (0.0,), 4, 8, 4)),

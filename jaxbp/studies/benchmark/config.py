@@ -7,10 +7,12 @@ from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-SECTIONS = ("processes", "profile", "throughput", "compile", "memory", "sweep", "per_example")
+SECTIONS = ("processes", "profile", "monitor", "throughput", "compile", "memory", "sweep",
+            "per_example")
 # The in-process "throughput" section times frameworks side by side in one process,
 # where they contend for the cores: "processes" replaces it in a default run.
-DEFAULT_SECTIONS = ("processes", "profile", "compile", "memory", "sweep", "per_example")
+DEFAULT_SECTIONS = ("processes", "profile", "monitor", "compile", "memory", "sweep",
+                    "per_example")
 # Kept in step with methods.METHODS (which imports the frameworks' glue, so not from here).
 PROCESS_METHODS = ("jaxbp autodiff", "jaxbp hand recursion", "flax.linen", "equinox", "raw jax",
                    "numpy (seed 002)", "torch eager", "torch eager, 1 thread", "torch.compile")
@@ -118,6 +120,10 @@ class Config:
     compile_budget_s: unrolled nets predicted to compile slower than this are skipped.
     memory_depths, memory_width, memory_batch: section 3's nets (depth >= 2).
     memory_timeout_s: per child process.
+    memory_deep: ``(depth, width, batch)`` of one very deep point (block remat and
+      per-layer remat, each in a fresh process), or None to skip it.
+    monitor_width, monitor_batch, monitor_fit_steps: the "monitor" section's net
+      (depth ``depth``) and the length of its timed ``fit`` runs.
     memory_fresh_process: one child process per point (False: one for all).
     sweep_grid: the depth sweep's tanh gaussian grid at its deepest depth.
     sweep_small_grid: the same grid shape on small nets, where dispatch, not
@@ -154,6 +160,11 @@ class Config:
   memory_batch: int = 256
   memory_timeout_s: float = 1200.0
   memory_fresh_process: bool = True
+  memory_deep: Optional[Tuple[int, int, int]] = (10000, 256, 128)
+  # monitoring overhead
+  monitor_width: int = 256
+  monitor_batch: int = 128
+  monitor_fit_steps: int = 50
   # 4. depth-sweep grids
   sweep_grid: Grid = SWEEP_GRID
   sweep_small_grid: Optional[Grid] = SWEEP_SMALL_GRID
@@ -191,13 +202,19 @@ class Config:
                      ("compile_width", 1), ("compile_batch", 1), ("memory_width", 1),
                      ("memory_batch", 1), ("per_example_width", 1), ("per_example_depth", 1),
                      ("per_example_batch", 1), ("process_rounds", 1), ("profile_width", 1),
-                     ("profile_batch", 1)):
+                     ("profile_batch", 1), ("monitor_width", 1), ("monitor_batch", 1),
+                     ("monitor_fit_steps", 1)):
       set_(name, _int(name, getattr(self, name), lo))
     set_("min_time", _positive("min_time", self.min_time, allow_zero=True))
     for name in ("process_window_s", "process_ceiling_s"):
       set_(name, _positive(name, getattr(self, name), allow_zero=True))
     for name in ("compile_budget_s", "memory_timeout_s", "process_timeout_s"):
       set_(name, _positive(name, getattr(self, name)))
+    if self.memory_deep is not None:
+      deep = _ints("memory_deep", self.memory_deep, 1)
+      if len(deep) != 3 or deep[0] < 2:
+        _fail("memory_deep", "None or (depth >= 2, width, batch)", self.memory_deep)
+      set_("memory_deep", deep)
     set_("sweep_grid", _grid("sweep_grid", self.sweep_grid))
     if self.sweep_small_grid is not None:
       set_("sweep_small_grid", _grid("sweep_small_grid", self.sweep_small_grid))
@@ -216,5 +233,6 @@ def quick(**overrides) -> Config:
       sweep_small_grid=None, per_example_width=8, per_example_depth=3, per_example_batch=16,
       sections=SECTIONS, process_methods=("jaxbp autodiff", "jaxbp hand recursion", "torch eager"),
       process_rounds=1, process_window_s=0.05, process_ceiling_s=0.02, process_timeout_s=300.0,
-      profile_width=16, profile_batch=8),
+      profile_width=16, profile_batch=8, memory_deep=(40, 8, 4), monitor_width=16,
+      monitor_batch=8, monitor_fit_steps=5),
       **overrides})

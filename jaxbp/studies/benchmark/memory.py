@@ -26,6 +26,8 @@ from jaxbp.studies.benchmark.config import Config
 MEMORY_VARIANTS = ("autodiff, scan", "autodiff, scan + remat", "autodiff, scan + block remat",
                    "hand recursion, scan")
 CHILD_MODULE = "jaxbp.studies.benchmark.memory_child"
+# The very deep point (Config.memory_deep): only the remat variants fit its memory.
+DEEP_VARIANTS = ("autodiff, scan + block remat", "autodiff, scan + remat")
 
 # Arrays of one h (batch x width) kept per layer, a little over what each variant
 # keeps: plain autodiff 3 (h_in, tanh, 1 - tanh), the hand recursion 3 (z, h and
@@ -127,6 +129,21 @@ def peak_memory(config: Config) -> dict:
       if "skipped" not in r:
         print(f"  memory {variant} depth {depth}: step +{r['step_extra'] / 2**20:.0f} MiB, "
               f"XLA temp {r['xla_temp'] / 2**20:.0f} MiB", flush=True)
-  return {"width": config.memory_width, "batch": config.memory_batch,
+  deep = {}
+  if config.memory_deep is not None:
+    depth, width, batch = config.memory_deep
+    for variant in DEEP_VARIANTS:
+      base = {"variant": variant, "depth": depth, "width": width, "batch": batch}
+      need = memory_estimate(variant, depth, width, batch)
+      avail = timing.available_memory_bytes()
+      if avail is not None and avail < 1.15 * need:
+        deep[variant] = dict(base, skipped=f"skipped: needs ~{need / 2**30:.1f} GiB, "
+                                           f"{avail / 2**30:.1f} GiB available")
+        continue
+      deep[variant] = dict(run_child([base], config.memory_timeout_s)[0], **base)
+      if "skipped" not in deep[variant]:
+        print(f"  memory {variant} depth {depth} width {width}: process peak "
+              f"{deep[variant]['peak_rss'] / 2**20:.0f} MiB", flush=True)
+  return {"width": config.memory_width, "batch": config.memory_batch, "deep": deep,
           "fresh_process_per_point": config.memory_fresh_process,
           "h_bytes": config.memory_batch * config.memory_width * 4, "rows": rows}

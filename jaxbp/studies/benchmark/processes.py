@@ -27,7 +27,6 @@ from typing import Callable, Iterable, List, Sequence, Tuple
 
 import jaxbp
 from jaxbp.studies.benchmark.config import Config
-from jaxbp.studies.benchmark.methods import METHODS
 
 CHILD_MODULE = "jaxbp.studies.benchmark.child"
 AUTODIFF, HAND = "jaxbp autodiff", "jaxbp hand recursion"

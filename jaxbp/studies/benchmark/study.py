@@ -15,13 +15,15 @@ import jaxbp.studies.benchmark.timing as timing
 from jaxbp.studies.benchmark.compile_time import compile_times
 from jaxbp.studies.benchmark.config import Config
 from jaxbp.studies.benchmark.memory import peak_memory
+from jaxbp.studies.benchmark.monitor_overhead import monitor_overhead
 from jaxbp.studies.benchmark.per_example import per_example
 from jaxbp.studies.benchmark.processes import processes
 from jaxbp.studies.benchmark.profile import profile
 from jaxbp.studies.benchmark.sweep_grid import sweep
 from jaxbp.studies.benchmark.throughput import throughput
 
-SECTION_FUNCTIONS = {"processes": processes, "profile": profile, "throughput": throughput,
+SECTION_FUNCTIONS = {"processes": processes, "profile": profile, "monitor": monitor_overhead,
+                     "throughput": throughput,
                      "compile": compile_times, "memory": peak_memory, "sweep": sweep,
                      "per_example": per_example}
 
