@@ -9,6 +9,12 @@ versions, device), ``profiles.png``, ``slopes.png``, ``phase.png`` and
 Finished configurations are kept in ``--out/store``: a killed run, restarted
 with the same flags, picks up where it stopped. Flags override the preset;
 ``--config file.json`` (or ``.toml``) gives any of the preset's fields.
+
+Across processes or hosts, the same command once per process (README "Many
+devices and hosts")::
+
+    python experiments/depth_sweep.py --quick --out out/ds --coordinator host0:8476 \
+        --num-processes 2 --process-id 0        # and --process-id 1 on the other
 """
 import argparse
 import json
@@ -17,6 +23,7 @@ import sys
 import jax
 
 from jaxbp import io
+from jaxbp.studies import cli
 from jaxbp.studies import depth_sweep
 from jaxbp.studies import driver
 
@@ -40,8 +47,12 @@ def main(argv=None):
   parser.add_argument("--skip", type=int, help="transient layers left out of the fit at each end")
   parser.add_argument("--memory-gb", type=float)
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
+  parser.add_argument("--no-figures", action="store_true",
+                      help="skip the PNGs (the tables and report.md are written)")
   parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
+  cli.add_multihost(parser)
   args = parser.parse_args(argv)
+  cli.start_multihost(parser, args)
   config = (depth_sweep.QUICK if args.quick else depth_sweep.FULL).to_dict()
   try:
     if args.config:
@@ -57,7 +68,7 @@ def main(argv=None):
     parser.error(str(e))
   jax.config.update("jax_enable_x64", config.dtype == "float64")
   try:
-    summary = depth_sweep.run(config, args.out)
+    summary = depth_sweep.run(config, args.out, figures=not args.no_figures)
   except (ValueError, driver.LockHeld) as e:   # another config in --out, or another run
     if args.debug:
       raise

@@ -12,6 +12,7 @@ its leading order. Writes ``results.csv``/``.json``, ``width.png`` and
 import argparse
 import sys
 
+from jaxbp.studies import cli
 from jaxbp.studies import driver
 from jaxbp.studies import width_sweep
 
@@ -24,7 +25,9 @@ def main(argv=None):
   parser.add_argument("--depth", type=int, help="layers per net (default 8)")
   parser.add_argument("--seeds", type=int, help="nets per point and width")
   parser.add_argument("--seed", type=int, help="the study's PRNG seed")
+  cli.add_multihost(parser)
   args = parser.parse_args(argv)
+  cli.start_multihost(parser, args)
   try:
     preset = width_sweep.Config.quick() if args.quick else width_sweep.Config()
     overrides = {k: getattr(args, k) for k in ("widths", "depth", "seeds", "seed")
@@ -37,7 +40,8 @@ def main(argv=None):
     result = width_sweep.run(config, args.out)
   except (ValueError, driver.LockHeld) as e:   # another config in --out, or another run
     parser.error(str(e))
-  print(result["report"])
+  print(result.get("report", f"process {result.get('process')}: computed "
+                             f"{result.get('computed')} configurations for process 0"))
 
 
 if __name__ == "__main__":

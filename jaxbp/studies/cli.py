@@ -9,6 +9,7 @@ from typing import Callable, Mapping, Sequence, TypeVar
 
 from jaxbp import io as _io
 import jaxbp.studies.driver as driver
+import jaxbp.studies.multihost as multihost
 
 T = TypeVar("T")
 
@@ -30,6 +31,27 @@ def parser(doc: str, out_help: str = "output directory") -> argparse.ArgumentPar
   p.add_argument("--out", required=True, help=out_help)
   p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
   return p
+
+
+def add_multihost(p: argparse.ArgumentParser) -> None:
+  """The flags of a run across processes and hosts (:mod:`jaxbp.studies.multihost`)."""
+  g = p.add_argument_group("many processes or hosts (JAX's multi-process runtime)")
+  g.add_argument("--coordinator", metavar="HOST:PORT",
+                 help="process 0's address, the same for every process")
+  g.add_argument("--num-processes", type=int, help="how many processes in all")
+  g.add_argument("--process-id", type=int, help="this process's index, 0 .. N-1")
+  g.add_argument("--distributed", action="store_true",
+                 help="detect the three from SLURM, Open MPI or a TPU pod")
+
+
+def start_multihost(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  """Starts the runtime from :func:`add_multihost`'s flags (nothing for one process);
+  a bad combination is ``p.error``."""
+  try:
+    multihost.initialize(args.coordinator, args.num_processes, args.process_id,
+                         auto=args.distributed)
+  except ValueError as e:
+    p.error(str(e))
 
 
 def given(args: argparse.Namespace, names: Sequence[str]) -> dict:

@@ -29,6 +29,7 @@ from jaxbp import io as _io
 from jaxbp.core import activations as _activations
 import jaxbp.studies.cli as cli
 import jaxbp.studies.driver as driver
+import jaxbp.studies.multihost as multihost
 from jaxbp.theory import finite_width as _fw
 from jaxbp.theory import meanfield as _mf
 
@@ -187,7 +188,6 @@ def run(config, out_dir) -> dict:
   """Runs (or resumes) the width study into ``out_dir``; returns ``{"rows", "report"}``."""
   config = Config.from_dict(config)
   points = [resolve(p) for p in config.points]
-  session = driver.start(config, out_dir)
   root = jax.random.PRNGKey(config.seed)
   keys = [store_key(config, p, i, n) for i, p in enumerate(points) for n in config.widths]
 
@@ -198,7 +198,11 @@ def run(config, out_dir) -> dict:
                            k["width"], config.depth, config.seeds)
       yield k, {"log_ratio": np.asarray(R, float).tolist()}
 
-  records = driver.resume(session, keys, compute, desc="width sweep")
+  session, records = multihost.resume(config, out_dir, keys, compute,
+                                      unit=lambda k: (k["point_index"], k["width"]),
+                                      cost=lambda k: k["width"] ** 2, desc="width sweep")
+  if records is None:   # not process 0 (see jaxbp.studies.multihost)
+    return {"process": jax.process_index(), "computed": session.computed}
   rows = [_row(config, points[k["point_index"]], k["width"], rec["log_ratio"])
           for k, rec in zip(keys, records)]
   driver.write_table(session, "results", rows)

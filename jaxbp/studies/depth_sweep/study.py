@@ -6,7 +6,7 @@ import time
 import jax
 
 from jaxbp import io as _io
-from jaxbp.studies import driver
+from jaxbp.studies import multihost
 import jaxbp.studies.depth_sweep.report as _report
 import jaxbp.studies.depth_sweep.schedule as schedule
 from jaxbp.studies.depth_sweep.config import SweepConfig, grid, store_key, theory
@@ -31,6 +31,12 @@ def run(config, out_dir: str, devices=None, figures: bool = True) -> dict:
 
   Returns:
     A summary: counts, runtime, and the agreement with theory per activation.
+
+  Under :func:`jaxbp.studies.multihost.initialize` (several processes, one per
+  host or more), each process computes whole depths of the grid on its own
+  devices and process 0 merges them and writes everything
+  (:func:`jaxbp.studies.multihost.resume`); the others return
+  ``{"process": i, "computed": n}``.
   """
   config = SweepConfig.from_dict(config)
   if config.dtype == "float64" and not jax.config.jax_enable_x64:
@@ -40,7 +46,6 @@ def run(config, out_dir: str, devices=None, figures: bool = True) -> dict:
   points = grid(config)
   theories = theory(points)
   keys = [store_key(config, p, t) for p, t in zip(points, theories)]
-  session = driver.start(config, out_dir)
   theory_of = {_io.config_key(k): t for k, t in zip(keys, theories)}
 
   def compute(pending):
@@ -51,7 +56,11 @@ def run(config, out_dir: str, devices=None, figures: bool = True) -> dict:
           (k, theory_of[_io.config_key(k)]))
     return schedule.compute(config, by_shape, devices)
 
-  records = driver.resume(session, keys, compute, desc="depth sweep")
+  # A depth is one unit of work: its samples are drawn once for every activation.
+  session, records = multihost.resume(config, out_dir, keys, compute, unit=lambda k: k["depth"],
+                                      cost=lambda k: k["depth"], desc="depth sweep")
+  if records is None:   # not process 0: its share is in process 0's store now
+    return {"process": jax.process_index(), "computed": session.computed}
   compute_seconds = time.time() - session.started
 
   rows = [summarise(p, t, rec, config) for p, t, rec in zip(points, theories, records)]
