@@ -26,6 +26,9 @@ def main(argv=None):
     parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(c, name))
   parser.add_argument("--seeds", type=int, nargs="+", default=list(c.seeds))
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
+  parser.add_argument("--scaling", type=int, nargs="+", metavar="DEPTH",
+                      help="also compile the program at these depths and write scaling.md "
+                           "(compile seconds, XLA memory) without running it")
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", not args.float32)
   config = cli.config_or_exit(parser, lambda: conv_sweep.Config(
@@ -35,6 +38,21 @@ def main(argv=None):
       seeds=tuple(args.seeds), skip=args.skip), args.out)
   conv_sweep.run(config, args.out)
   print(open(f"{args.out}/report.md").read())
+  if args.scaling:
+    rows = conv_sweep.scaling(config, args.scaling)
+    lines = ["# Compile time and memory against depth", "",
+             f"The sweep's jitted hand backward pass (`backprop.deltas`, stacked layers under "
+             f"`lax.scan`), {config.channels} channels, batch {config.batch}: lowered and "
+             "compiled, not run. Temporaries: what XLA allocates beyond arguments and outputs "
+             "(the outputs are every layer's delta, linear in depth by design).", "",
+             "| depth | compile s | temporaries MiB | arguments MiB | outputs MiB |",
+             "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['depth']} | {r['compile_s']:.2f} | {r['temp_bytes'] / 2**20:.1f} | "
+              f"{r['argument_bytes'] / 2**20:.1f} | {r['output_bytes'] / 2**20:.1f} |"
+              for r in rows]
+    with open(f"{args.out}/scaling.md", "w") as f:
+      f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

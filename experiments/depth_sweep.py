@@ -10,6 +10,14 @@ Finished configurations are kept in ``--out/store``: a killed run, restarted
 with the same flags, picks up where it stopped. Flags override the preset;
 ``--config file.json`` (or ``.toml``) gives any of the preset's fields.
 
+``--arch conv`` runs the same study on vanilla CNNs (``jaxbp.ConvNet``, circular
+padding): per activation and depth, delta-orthogonal and Gaussian kernels at
+the critical sigma_w^2 and at the ``--sigma-w2`` given; ``--width`` is the
+channels, ``--size``/``--ndim`` the signal (16 samples, 1-D by default)::
+
+    python experiments/depth_sweep.py --arch conv --out out/conv --activations tanh relu \
+        --depths 128 --width 256 --seeds 0 1 2 3 --sigma-w2 1.2 2.5
+
 Across processes or hosts, the same command once per process (README "Many
 devices and hosts")::
 
@@ -24,6 +32,7 @@ import jax
 
 from jaxbp import io
 from jaxbp.studies import cli
+from jaxbp.studies import conv_sweep
 from jaxbp.studies import depth_sweep
 from jaxbp.studies import driver
 
@@ -47,12 +56,18 @@ def main(argv=None):
   parser.add_argument("--skip", type=int, help="transient layers left out of the fit at each end")
   parser.add_argument("--memory-gb", type=float)
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
+  parser.add_argument("--arch", choices=("mlp", "conv"), default="mlp",
+                      help="fully connected nets (default) or vanilla CNNs")
+  parser.add_argument("--size", type=int, help="--arch conv: positions per spatial axis (16)")
+  parser.add_argument("--ndim", type=int, help="--arch conv: spatial axes (1)")
   parser.add_argument("--no-figures", action="store_true",
                       help="skip the PNGs (the tables and report.md are written)")
   parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
   cli.add_multihost(parser)
   args = parser.parse_args(argv)
   cli.start_multihost(parser, args)
+  if args.arch == "conv":
+    return conv(parser, args)
   config = (depth_sweep.QUICK if args.quick else depth_sweep.FULL).to_dict()
   try:
     if args.config:
@@ -81,6 +96,31 @@ def main(argv=None):
     sys.exit(128 + e.signum if isinstance(e, driver.Interrupted) else
              130 if isinstance(e, KeyboardInterrupt) else 1)
   print(json.dumps(summary, indent=1))
+
+
+def conv(parser, args):
+  """``--arch conv``: conv_sweep.run_grid over the activations and depths."""
+  c = conv_sweep.Config()
+  if args.sigma_b2 is not None and len(args.sigma_b2) != 1:
+    parser.error("--arch conv takes one --sigma-b2 value per run")
+  fields = {"sigma_b2": args.sigma_b2[0] if args.sigma_b2 else None,
+            "sigma_w2": tuple(args.sigma_w2) if args.sigma_w2 else None,
+            "inits": tuple(args.inits) if args.inits else None, "channels": args.width,
+            "size": args.size, "ndim": args.ndim, "batch": args.batch,
+            "seeds": tuple(args.seeds) if args.seeds else None, "skip": args.skip}
+  jax.config.update("jax_enable_x64", not args.float32)
+  config = cli.config_or_exit(parser, lambda: conv_sweep.Config(**{
+      **driver.config_dict(c), **{k: v for k, v in fields.items() if v is not None}}), args.out)
+  activations = args.activations or ["tanh", "relu"]
+  depths = args.depths or [c.depth]
+  try:
+    rows = conv_sweep.run_grid(config, args.out, activations, depths)
+  except (ValueError, driver.LockHeld) as e:
+    if args.debug:
+      raise
+    parser.error(str(e))
+  print(open(f"{args.out}/report.md").read())
+  return rows
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def gather(obj: Any) -> List[Any]:
   the bytes padded to the longest). Every process must call it, in the same order.
   """
   data = np.frombuffer(json.dumps(_io.jsonable(obj)).encode(), np.uint8)
-  lengths = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int64)))
+  lengths = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int32)))
   longest = int(lengths.max())
   padded = np.zeros(max(longest, 1), np.uint8)
   padded[:data.size] = data

@@ -44,3 +44,20 @@ def test_rate_is_minus_the_slope_between_the_skipped_ends():
 def test_bad_configs_are_named(field, value, match):
   with pytest.raises(ValueError, match=match):
     conv_sweep.Config(**{**TINY, field: value})
+
+
+def test_run_grid_writes_one_table_over_activations_and_depths(tmp_path):
+  config = conv_sweep.Config(**dict(TINY, seeds=(0,)))
+  rows = conv_sweep.run_grid(config, tmp_path, ["identity", "tanh"], [6, 8])
+  assert {(r["activation"], r["depth"]) for r in rows} == {
+      (a, d) for a in ("identity", "tanh") for d in (6, 8)}
+  assert len(rows) == 4 * 2 * 2          # x (2 inits x (critical + 0.5))
+  for a in ("identity", "tanh"):
+    for d in (6, 8):
+      assert (tmp_path / f"{a}_depth{d}" / "profiles.png").exists()
+  csv = (tmp_path / "results.csv").read_text().splitlines()
+  assert csv[0].startswith("activation,depth,init,sigma_w2") and len(csv) == 1 + len(rows)
+  report = (tmp_path / "report.md").read_text()
+  assert "## tanh, depth 8" in report and "| delta_orthogonal | 0.5000 | -0.6931 |" in report
+  with pytest.raises(ValueError, match="elementwise"):
+    conv_sweep.run_grid(config, tmp_path / "bad", ["softmax"], [6])
