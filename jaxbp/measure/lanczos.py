@@ -90,17 +90,35 @@ def bidiagonalize(fn: Callable[[jax.Array], jax.Array], x, k: int,
   dtype = jnp.result_type(x)
   J = lambda v: jvp(v.reshape(x.shape)).reshape(-1)
   JT = lambda u: vjp(u.reshape(y.shape).astype(y.dtype))[0].reshape(-1)
-  v0 = jax.random.normal(jax.random.PRNGKey(0) if key is None else key, (n,), dtype)
+  key = jax.random.PRNGKey(0) if key is None else key
+  v0 = jax.random.normal(key, (n,), dtype)
   V = jnp.zeros((k + 1, n), dtype).at[0].set(v0 / jnp.linalg.norm(v0))
   U = jnp.zeros((k, m), dtype)
   alpha, beta = jnp.zeros(k, dtype), jnp.zeros(k, dtype)
+  # A residual this small relative to the largest alpha or beta so far is
+  # round-off: the Krylov space has met an invariant subspace (a rank-deficient
+  # J, or every singular value found). Normalising it would amplify its
+  # components along the basis until orthogonality, and then the recurrence,
+  # breaks down; so that coefficient is set to 0 (B splits) and the basis
+  # continues from a fresh random direction orthogonal to it.
+  tol = 64 * jnp.finfo(dtype).eps
+
+  def fresh(j, which, Q):
+    r = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, which), j),
+                          (Q.shape[1],), dtype)
+    return _safe_unit(_orthogonalize(r, Q))[1]
 
   def step(j, state):
     U, V, alpha, beta = state
+    scale = jnp.maximum(jnp.max(alpha), jnp.max(beta))
     prev = jnp.where(j > 0, beta[j - 1], 0.0) * U[j - 1]
     a, u = _safe_unit(_orthogonalize(J(V[j]) - prev, U))
+    lost = a <= tol * jnp.maximum(scale, a)
+    a, u = jnp.where(lost, 0.0, a), jnp.where(lost, fresh(j, 1, U), u)
     U = U.at[j].set(u)
     b, v = _safe_unit(_orthogonalize(JT(u) - a * V[j], V))
+    lost = b <= tol * jnp.maximum(jnp.maximum(scale, a), b)
+    b, v = jnp.where(lost, 0.0, b), jnp.where(lost, fresh(j, 2, V), v)
     return U, V.at[j + 1].set(v), alpha.at[j].set(a), beta.at[j].set(b)
 
   U, V, alpha, beta = jax.lax.fori_loop(0, k, step, (U, V, alpha, beta))
