@@ -179,7 +179,9 @@ def summarise(config: Config, key_list, records) -> list:
                  "test_accuracy_max": float(acc.max()), "seeds": len(recs),
                  "seeds_at_90": int((acc >= 0.9).sum()),
                  "train_accuracy_mean": float(np.mean([r["train_accuracy"] for r in recs])),
-                 "log10_grad_ratio": float(np.mean([r["log10_grad_ratio"] for r in recs])),
+                 # None: stored -inf, the first layer's gradient underflowed to 0.
+                 "log10_grad_ratio": float(np.mean([-np.inf if r["log10_grad_ratio"] is None
+                                                    else r["log10_grad_ratio"] for r in recs])),
                  "overflowed": int(sum(r["status"] == "overflow" for r in recs)),
                  "seconds": float(np.mean([r["seconds"] for r in recs]))})
   return rows
@@ -188,7 +190,8 @@ def summarise(config: Config, key_list, records) -> list:
 def report(config: Config, rows) -> str:
   """``report.md``: the accuracy table."""
   lines = [f"# Vanilla tanh CNN, depth {config.depth}, on the 8x8 digits", "",
-           f"{config.depth} circular {config.kernel_size}x{config.kernel_size} convolutions of "
+           f"{config.depth} {config.kernel_size}x{config.kernel_size} convolutions "
+           f"({config.padding} padding) of "
            f"{config.channels} channels, tanh, no residual or normalisation; global average "
            f"pool and a dense readout. SGD momentum {config.momentum:g}, lr "
            f"{config.learning_rate:g}, batch {config.batch_size}, {config.epochs} epochs; "
