@@ -23,6 +23,7 @@ spread falls below the line.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Mapping, Tuple
@@ -121,9 +122,15 @@ def jacobian_singular_values(config: Config, init: str, depth: int, seed: int) -
   # h_0 = phi(sqrt(q*) g) puts z_1 at the fixed point (the variance map).
   phi = _act.get(config.activation)
   x = phi.fn(math.sqrt(crit.q_star) * jax.random.normal(x_key, shape, jnp.float64))
-  f = lambda h: net.apply(params, h[None])[0]
-  s = jax.jit(lambda x, key: lanczos.singular_values(f, x, key=key))(x, l_key)
-  return np.asarray(s, np.float64)
+  return np.asarray(_lanczos_all(net)(params, x, l_key), np.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _lanczos_all(net: ConvNet):
+  # One compiled program per net shape, shared by its seeds and inits.
+  def run(params, x, key):
+    return lanczos.singular_values(lambda h: net.apply(params, h[None])[0], x, key=key)
+  return jax.jit(run)
 
 
 def keys(config: Config):

@@ -46,17 +46,17 @@ def test_delta_orthogonal_linear_net_is_an_exact_isometry():
 
 def test_run_writes_rows_beside_theory_and_resumes(tmp_path):
   jax.config.update("jax_enable_x64", True)
-  config = conv_spectrum.Config(**TINY)
+  config = conv_spectrum.Config(**dict(TINY, seeds=(0,)))
   out = conv_spectrum.run(config, tmp_path)
   rows = out["rows"]
   assert {(r["init"], r["depth"]) for r in rows} == {
       (i, d) for i in conv_spectrum.INITS for d in (3, 6)}
   for r in rows:
-    assert r["n"] == 16 and r["seeds"] == 2
+    assert r["n"] == 16 and r["seeds"] == 1
     assert r["theory_var_sq"] > 0 and np.isfinite(r["var_sq_norm"])
     assert r["s_max"] >= r["s_min"] > 0
   svals = json.loads((tmp_path / "singular_values.json").read_text())
-  assert len(svals) == 8 and all(len(v["s"]) == 16 for v in svals)
+  assert len(svals) == 4 and all(len(v["s"]) == 16 for v in svals)
   assert (tmp_path / "histograms.png").stat().st_size > 0
   assert "| delta_orthogonal | 6 |" in (tmp_path / "report.md").read_text()
   assert conv_spectrum.run(config, tmp_path)["rows"] == rows

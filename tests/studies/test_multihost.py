@@ -13,8 +13,8 @@ from jaxbp.studies import multihost
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "experiments" / "depth_sweep.py"
-# Two activations x three depths x two sigma_w^2: three depth units to split.
-TINY = ["--activations", "tanh", "relu", "--depths", "3", "5", "8", "--width", "12",
+# Two depths x two sigma_w^2: two depth units, one per process.
+TINY = ["--activations", "tanh", "--depths", "3", "6", "--width", "12",
         "--batch", "4", "--seeds", "0", "1", "--sigma-w2", "1.0", "2.0", "--sigma-b2", "0.0",
         "--skip", "1", "--inits", "gaussian", "--no-figures"]
 

@@ -60,8 +60,8 @@ def test_monitor_leaves_the_trajectory_unchanged(blobs, every, batch_size, tol):
 
 def test_recorded_rows_equal_inspect_at_the_params_of_that_step(blobs):
   net, params, x, y = blobs
-  seen = training.fit(net, LOSS, params, x, y, TX, steps=9, monitor=4)
-  for row, t in enumerate((0, 4, 8)):
+  seen = training.fit(net, LOSS, params, x, y, TX, steps=5, monitor=4)
+  for row, t in enumerate((0, 4)):
     at_t = params if t == 0 else training.fit(net, LOSS, params, x, y, TX, steps=t).params
     ref = _inspect_at(net, at_t, x, y)
     np.testing.assert_allclose(seen.reports.delta_sq[row], ref.delta_sq, rtol=1e-10)

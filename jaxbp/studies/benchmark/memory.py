@@ -132,6 +132,7 @@ def peak_memory(config: Config) -> dict:
   deep = {}
   if config.memory_deep is not None:
     depth, width, batch = config.memory_deep
+    runnable = []
     for variant in DEEP_VARIANTS:
       base = {"variant": variant, "depth": depth, "width": width, "batch": batch}
       need = memory_estimate(variant, depth, width, batch)
@@ -139,11 +140,16 @@ def peak_memory(config: Config) -> dict:
       if avail is not None and avail < 1.15 * need:
         deep[variant] = dict(base, skipped=f"skipped: needs ~{need / 2**30:.1f} GiB, "
                                            f"{avail / 2**30:.1f} GiB available")
-        continue
-      deep[variant] = dict(run_child([base], config.memory_timeout_s)[0], **base)
-      if "skipped" not in deep[variant]:
-        print(f"  memory {variant} depth {depth} width {width}: process peak "
-              f"{deep[variant]['peak_rss'] / 2**20:.0f} MiB", flush=True)
+      else:
+        runnable.append(base)
+    # A fresh process per variant, as for the other points (one for all in --quick).
+    groups = [[b] for b in runnable] if config.memory_fresh_process else [runnable]
+    for group in (g for g in groups if g):
+      for base, r in zip(group, run_child(group, config.memory_timeout_s)):
+        deep[base["variant"]] = dict(r, **base)
+        if "skipped" not in r:
+          print(f"  memory {base['variant']} depth {depth} width {width}: process peak "
+                f"{r['peak_rss'] / 2**20:.0f} MiB", flush=True)
   return {"width": config.memory_width, "batch": config.memory_batch, "deep": deep,
           "fresh_process_per_point": config.memory_fresh_process,
           "h_bytes": config.memory_batch * config.memory_width * 4, "rows": rows}
