@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -24,18 +25,35 @@ def _rows(out):
   return results.read_json(os.path.join(out, "results.json"))["rows"]
 
 
-# The tests sharing `tiny` run on one xdist worker (pyproject's --dist loadgroup), so
-# the module fixture's sweep runs once, not once per worker.
-TINY_GROUP = pytest.mark.xdist_group("depth_sweep_tiny")
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("sweep"))
-  return out, sweep.run(TINY, out)
+def tiny(tmp_path_factory, worker_id):
+  # One sweep for the whole session: under xdist every worker's base temp shares a
+  # parent, the first worker there computes and the others wait for its summary
+  # (each worker would otherwise run the same 25-second sweep).
+  root = tmp_path_factory.getbasetemp()
+  root = root if worker_id == "master" else root.parent
+  out, done = root / "depth_sweep_tiny", root / "depth_sweep_tiny.json"
+  try:
+    os.close(os.open(root / "depth_sweep_tiny.lock", os.O_CREAT | os.O_EXCL))
+  except FileExistsError:
+    deadline = time.time() + 900
+    while not done.exists():
+      assert time.time() < deadline, "the worker running the shared sweep never finished"
+      time.sleep(0.2)
+    shared = json.loads(done.read_text())
+    assert "error" not in shared, shared
+    return str(out), shared
+  try:
+    summary = sweep.run(TINY, str(out))
+  except BaseException as e:
+    done.write_text(json.dumps({"error": repr(e)}))
+    raise
+  tmp = root / "depth_sweep_tiny.tmp"
+  tmp.write_text(json.dumps(summary))
+  os.replace(tmp, done)
+  return str(out), summary
 
 
-@TINY_GROUP
 def test_writes_results_figures_and_report(tiny):
   out, summary = tiny
   for name in ("results.csv", "results.json", "config.json", "report.md",
@@ -65,7 +83,6 @@ def test_writes_results_figures_and_report(tiny):
   assert summary["distinct"] < summary["configurations"]
 
 
-@TINY_GROUP
 def test_resume_computes_nothing_and_changes_nothing(tiny):
   out, _ = tiny
   store = os.path.join(out, "store")
@@ -77,7 +94,6 @@ def test_resume_computes_nothing_and_changes_nothing(tiny):
   assert {n: os.path.getmtime(os.path.join(store, n)) for n in os.listdir(store)} == before
 
 
-@TINY_GROUP
 def test_killed_run_resumes_without_losing_a_configuration(tiny, tmp_path, monkeypatch):
   full_dir, full = tiny
   saved = []
@@ -98,7 +114,6 @@ def test_killed_run_resumes_without_losing_a_configuration(tiny, tmp_path, monke
   assert _rows(tmp_path) == _rows(full_dir)
 
 
-@TINY_GROUP
 def test_tiny_memory_budget_splits_groups_without_changing_numbers(tiny, tmp_path):
   # memory_gb too small for one configuration's rows: one configuration per group
   # and several calls per family (the last padded), against the one-group run.
@@ -258,7 +273,6 @@ def test_the_script_reports_bad_flags_in_one_line(flags, match, tmp_path):
   assert not (tmp_path / "o").exists()
 
 
-@TINY_GROUP
 def test_report_sets_layerwise_and_finite_width_predictions_beside_mean_field(tiny):
   out, summary = tiny
   rows = _rows(out)
