@@ -259,6 +259,9 @@ def run_grid(config: Config, out_dir, activations: Sequence[str], depths: Sequen
   Every other field (channels, size, inits, off-critical sigma_w2, seeds...) comes
   from ``config``. Returns the rows, each with its activation and depth.
   """
+  if not activations or not depths:
+    raise ValueError(f"conv_sweep.run_grid: needs at least one activation and one depth, got "
+                     f"activations={list(activations)}, depths={list(depths)}.")
   out_dir = driver.check_out_dir(out_dir)
   configs = [dataclasses.replace(config, activation=a, depth=int(d))
              for a in activations for d in depths]   # all checked before any compute

@@ -81,10 +81,12 @@ class Config:
       raise ValueError(f"conv_train Config: settings must be a non-empty list of (init, "
                        f"sigma_w2) pairs, got {self.settings!r}.")
     set_("settings", tuple(_setting(s) for s in self.settings))
-    for name in ("depth", "channels", "kernel_size", "epochs", "batch_size"):
+    # depth >= 2: the gradient ratio compares the first and the last convolution.
+    for name, lo in (("depth", 2), ("channels", 1), ("kernel_size", 1), ("epochs", 1),
+                     ("batch_size", 1)):
       v = getattr(self, name)
-      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"conv_train Config: {name} must be an int >= 1, got {v!r}.")
+      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"conv_train Config: {name} must be an int >= {lo}, got {v!r}.")
       set_(name, int(v))
     if self.kernel_size % 2 == 0:
       raise ValueError(f"conv_train Config: kernel_size must be odd, got {self.kernel_size}.")

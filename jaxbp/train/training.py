@@ -1,21 +1,13 @@
-"""Training with optax: SGD, momentum and Nesterov, as one compiled loop.
+"""Training with optax as one compiled loop; the optimizers are :mod:`jaxbp.train.optimizers`.
 
 Seed 001's gradient descent ``w_{t+1} = w_t - eta grad L(w_t)`` in its three
 regimes: batch (all n samples per step, ``batch_size=None``), stochastic
 (``batch_size=1``) and mini-batch (``batch_size=b``, reshuffled every epoch from
 a PRNG key; an epoch is ``n // b`` steps, the ``n % b`` left over wait for the
-next one). Seed 004's momentum ``v_{t+1} = gamma v_t + eta g_t``,
-``w_{t+1} = w_t - v_{t+1}`` is ``optax.sgd(eta, momentum=gamma)`` (optax keeps
-``v / eta``: the same trajectory) and ``torch.optim.SGD(lr=eta, momentum=gamma)``.
-The steps run in one ``lax.scan``, or, with seed 001's stopping rule
+next one). The steps run in one ``lax.scan``, or, with seed 001's stopping rule
 ``||grad||_2 <= tol``, in one ``lax.while_loop`` that stops early on the device.
-
-References:
-  Polyak, "Some methods of speeding up the convergence of iteration methods", 1964.
-  Sutskever, Martens, Dahl & Hinton, "On the importance of initialization and
-  momentum in deep learning", ICML 2013.
-  Pascanu, Mikolov & Bengio, "On the difficulty of training recurrent neural
-  networks", ICML 2013 (clipping by the global norm).
+``fit(..., monitor=k)`` also records :func:`jaxbp.inspect`'s per-layer report
+every k-th step, inside the loop.
 """
 from __future__ import annotations
 
@@ -338,7 +330,7 @@ def fit(net: MLP, loss, params, x, y, tx: optax.GradientTransformation, *, steps
   _check(isinstance(tx, optax.GradientTransformation), "tx must be an optax "
          f"GradientTransformation such as optimizer('sgd', 0.1), got {type(tx).__name__}.")
   _check(monitor is False or monitor is True or (_is_int(monitor) and monitor >= 0),
-         f"monitor must be True, False or an int k >= 1 (record every k-th step), "
+         f"monitor must be True, False or an int k >= 1 (record every k-th step; 0 is off), "
          f"got {monitor!r}.")
   every = int(monitor)
   _check(not every or grad_method == "autodiff", "monitor records the layers through "

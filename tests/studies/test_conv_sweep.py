@@ -61,6 +61,8 @@ def test_run_grid_writes_one_table_over_activations_and_depths(tmp_path):
   assert "## tanh, depth 8" in report and "| delta_orthogonal | 0.5000 | -0.6931 |" in report
   with pytest.raises(ValueError, match="elementwise"):
     conv_sweep.run_grid(config, tmp_path / "bad", ["softmax"], [6])
+  with pytest.raises(ValueError, match="at least one activation and one depth"):
+    conv_sweep.run_grid(config, tmp_path / "bad", [], [6])
 
 
 def test_depth_sweep_script_takes_arch_conv(tmp_path):

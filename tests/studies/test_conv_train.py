@@ -33,7 +33,7 @@ def test_tiny_run_trains_and_writes_its_table(tmp_path):
 @pytest.mark.parametrize("field,value,match", [
     ("settings", (), "settings"), ("settings", (("orthogonal", 1.0),), "setting"),
     ("settings", (("gaussian", -1.0),), "setting"), ("settings", "gaussian", "settings"),
-    ("depth", 0, "depth"), ("kernel_size", 4, "odd"), ("learning_rate", 0.0, "learning_rate"),
+    ("depth", 1, "depth must be an int >= 2"), ("kernel_size", 4, "odd"), ("learning_rate", 0.0, "learning_rate"),
     ("momentum", 1.0, "momentum"), ("seeds", (), "seeds"), ("sigma_b2", -0.1, "sigma_b2"),
     ("padding", "valid", "padding")])
 def test_config_errors(field, value, match):
