@@ -202,3 +202,18 @@ def get(activation: ActivationLike) -> Activation:
   raise TypeError(
       f"activation must be a name or a jaxbp.activations.Activation, got "
       f"{type(activation).__name__}: {activation!r}.")
+
+
+class NetActivations:
+  """The ``phi`` / ``phi_out`` of a network spec with ``activation`` and
+  ``output_activation`` name fields (:class:`jaxbp.MLP`, :class:`jaxbp.ConvNet`)."""
+
+  @property
+  def phi(self) -> Activation:
+    """The hidden layers' activation."""
+    return get(self.activation)
+
+  @property
+  def phi_out(self) -> Activation:
+    """The output layer's activation."""
+    return get(self.output_activation)

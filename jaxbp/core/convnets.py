@@ -109,7 +109,7 @@ def _positive_int(value) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvNet:
+class ConvNet(_act.NetActivations):
   """A vanilla convolutional network spec: hashable, so it can be a static jit argument.
 
   Args:
@@ -179,14 +179,6 @@ class ConvNet:
             f"{'' if self.outputs is None else f' with outputs={self.outputs}'}.")
 
   # -- structure ---------------------------------------------------------------
-
-  @property
-  def phi(self) -> _act.Activation:
-    return _act.get(self.activation)
-
-  @property
-  def phi_out(self) -> _act.Activation:
-    return _act.get(self.output_activation)
 
   @property
   def num_conv(self) -> int:

@@ -55,7 +55,7 @@ from jaxbp.core.layers import (BatchNormDense, Dense, RowScale, Trace, batch_nor
 
 
 @dataclasses.dataclass(frozen=True)
-class MLP:
+class MLP(_act.NetActivations):
   """A fully connected network spec: hashable, so it can be a static jit argument.
 
   Args:
@@ -128,14 +128,6 @@ class MLP:
     return cls(sizes=(in_size,) + (width,) * depth + (out_size,), **kwargs)
 
   # -- structure ---------------------------------------------------------------
-
-  @property
-  def phi(self) -> _act.Activation:
-    return _act.get(self.activation)
-
-  @property
-  def phi_out(self) -> _act.Activation:
-    return _act.get(self.output_activation)
 
   @property
   def num_layers(self) -> int:
