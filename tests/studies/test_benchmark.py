@@ -52,7 +52,14 @@ def test_quick_run_writes_every_section_target_and_same_gradient(tmp_path):
   assert len(res["targets"]) == 10
   for t in res["targets"]:
     assert isinstance(t["met"], bool), t
-    assert t["measured"] is None or t["measured"] > 0, t
+    if t["measured"] is None:
+      continue
+    if "overhead" in t["target"]:
+      # A relative overhead, (monitored - plain) / plain: timing noise on a tiny step can make it
+      # slightly negative, but the monitored step can never take no time at all.
+      assert t["measured"] > -1, t
+    else:
+      assert t["measured"] > 0, t
 
   # Every timed method computes the same gradient.
   for row in res["throughput"]["rows"]:
