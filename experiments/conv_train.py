@@ -1,7 +1,7 @@
 """Trains a vanilla tanh CNN 100 layers deep on the 8x8 digits: critical delta-orthogonal
 init against off-critical Gaussian init, over seeds.
 
-    python experiments/conv_train.py --out runs/conv_train          # the README's table
+    python experiments/conv_train.py --out runs/conv_train --float32   # the README's table
     python experiments/conv_train.py --out /tmp/ct --depth 10 --epochs 2 --seeds 0
 
 writes ``results.csv``/``.json`` (one row per setting), ``runs.json`` (every
@@ -28,6 +28,9 @@ def main(argv=None):
     parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(c, name))
   for name in ("sigma_b2", "learning_rate", "momentum"):
     parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(c, name))
+  parser.add_argument("--readout", choices=conv_train.READOUTS, default=c.readout)
+  parser.add_argument("--clip-norm", type=lambda v: None if v.lower() == "none" else float(v),
+                      default=c.clip_norm, help="global-norm clip, or 'none'")
   parser.add_argument("--seeds", type=int, nargs="+", default=list(c.seeds))
   parser.add_argument("--float32", action="store_true", help="train in float32, not float64")
   args = parser.parse_args(argv)
@@ -40,7 +43,8 @@ def main(argv=None):
       raise ValueError(f"--settings must be init:sigma_w2 pairs, got {args.settings}") from None
     return conv_train.Config(
         settings=settings, sigma_b2=args.sigma_b2, depth=args.depth, channels=args.channels,
-        kernel_size=args.kernel_size, epochs=args.epochs, batch_size=args.batch_size,
+        kernel_size=args.kernel_size, readout=args.readout, clip_norm=args.clip_norm,
+        epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, momentum=args.momentum, seeds=tuple(args.seeds))
 
   config = cli.config_or_exit(parser, make, args.out)
