@@ -23,6 +23,7 @@ have grown through all ``depth`` layers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import NamedTuple, Optional, Tuple
@@ -201,10 +202,16 @@ def loss_fn(config: Config):
 
 
 def train(config: Config, params: Params, x, y, key):
-  """``epochs`` passes over ``(x, y)`` in shuffled batches, one compiled ``lax.scan``.
+  """``epochs`` passes over ``(x, y)`` in shuffled batches, one compiled ``lax.scan``
+  (compiled once per config: ``config`` is a static argument).
 
   Returns the trained params and the per-step losses (a non-finite loss marks
   an overflow; the run goes on, and its accuracies say what became of it)."""
+  return _train(config, params, x, y, key)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _train(config: Config, params: Params, x, y, key):
   tx = _training.optimizer("momentum", config.learning_rate, momentum=config.momentum,
                            clip_norm=config.clip_norm)
   n, b = x.shape[0], config.batch_size
@@ -217,20 +224,22 @@ def train(config: Config, params: Params, x, y, key):
     updates, s = tx.update(g, s, p)
     return (optax.apply_updates(p, updates), s), value
 
-  @jax.jit
-  def run_all(p, key):
-    order = jax.vmap(lambda k: jax.random.permutation(k, n)[:per_epoch * b])(
-        jax.random.split(key, config.epochs)).reshape(-1, b)
-    (p, _), values = jax.lax.scan(step, (p, tx.init(p)), order)
-    return p, values
-
-  return run_all(params, key)
+  order = jax.vmap(lambda k: jax.random.permutation(k, n)[:per_epoch * b])(
+      jax.random.split(key, config.epochs)).reshape(-1, b)
+  (params, _), values = jax.lax.scan(step, (params, tx.init(params)), order)
+  return params, values
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def evaluate(config: Config, params: Params, x, y):
   """``(loss, accuracy)`` on ``(x, y)``."""
   out = logits(config, params, x)
   return _losses.get(LOSS).fn(out, y, "mean"), _training.accuracy(LOSS, out, y)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _grad(config: Config, params: Params, x, y):
+  return jax.grad(loss_fn(config))(params, x, y)
 
 
 def train_one(config: Config, init: str, sigma_w2: float, seed: int) -> dict:
@@ -240,14 +249,13 @@ def train_one(config: Config, init: str, sigma_w2: float, seed: int) -> dict:
   p_key, b_key = jax.random.split(jax.random.PRNGKey(seed))
   params = init_params(config, p_key, init, sigma_w2)
   # The gradient ratio at init, on the first 256 images (the whole set costs ~6x more).
-  g = jax.jit(jax.grad(loss_fn(config)))(params, x[:256], y[:256])
+  g = _grad(config, params, x[:256], y[:256])
   first = float(jnp.sqrt(jnp.sum(g.conv[0].W ** 2)))
   last = float(jnp.sqrt(jnp.sum(g.conv[-1].W ** 2)))
   trained, values = train(config, params, x, y, b_key)
   values = np.asarray(values)
-  ev = jax.jit(lambda p, a, b: evaluate(config, p, a, b))
-  test_loss, test_acc = ev(trained, x_test, y_test)
-  train_loss, train_acc = ev(trained, x, y)
+  test_loss, test_acc = evaluate(config, trained, x_test, y_test)
+  train_loss, train_acc = evaluate(config, trained, x, y)
   ratio = math.log10(first / last) if first > 0 and last > 0 else -math.inf
   return {"test_accuracy": float(test_acc), "train_accuracy": float(train_acc),
           "test_loss": float(test_loss), "train_loss": float(train_loss),
