@@ -82,7 +82,7 @@ def test_plain_scan_of_100_layers():
       h = jnp.tanh(h @ w[l] + probes[l])
     return jnp.sum(h ** 2)
 
-  deltas = jax.grad(probed)(jnp.zeros((100, 3, 6), jnp.float64))
+  deltas = jax.jit(jax.grad(probed))(jnp.zeros((100, 3, 6), jnp.float64))
   np.testing.assert_allclose(report.delta_sq, np.sum(np.asarray(deltas) ** 2, axis=(1, 2)),
                              **TOL)
 
