@@ -1,10 +1,9 @@
 """The baselines jaxbp is timed against: PyTorch eager autograd and a NumPy backprop.
 
-PyTorch runs as its users get it: its own default thread count and whatever
-``OMP_*`` settings the environment has; nothing here changes them. The one
-exception is :func:`one_thread`, a separately labelled extra row that runs the
-same function on one torch thread (and restores the previous count after).
-torch and threadpoolctl are optional: imported only when a section asks.
+PyTorch and NumPy run as their users get them: their own default thread counts
+and whatever ``OMP_*`` settings the environment has; nothing here changes them
+(torch on one thread is the processes section's labelled extra row, in a
+process of its own). torch is optional: imported only when a section asks.
 """
 from __future__ import annotations
 
@@ -32,39 +31,6 @@ def torch_skip(config: Config) -> Optional[str]:
   if not config.torch:
     return "skipped: torch disabled (--no-torch)"
   return None if load_torch() is not None else "skipped: torch not installed"
-
-
-def one_thread(torch, fn: Callable) -> Callable:
-  """``fn`` run on one torch thread, then back to the previous count: torch's other baseline."""
-  def call():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-      return fn()
-    finally:
-      torch.set_num_threads(threads)
-
-  return call
-
-
-def one_blas_thread(fn: Callable) -> Optional[Callable]:
-  """``fn`` with NumPy's BLAS on one thread (threadpoolctl), or None without threadpoolctl.
-
-  An extra, labelled row beside NumPy on its default threads: OpenBLAS's idle
-  threads spin, so on a machine whose cores are busy with XLA's and torch's
-  pools its multi-threaded small matmuls can be far slower than on one thread.
-  """
-  try:
-    import threadpoolctl
-  except ImportError:
-    return None
-  controller = threadpoolctl.ThreadpoolController()
-
-  def call():
-    with controller.limit(limits=1, user_api="blas"):
-      return fn()
-
-  return call
 
 
 def numpy_grad(Ws, x, y):

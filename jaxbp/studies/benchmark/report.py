@@ -21,13 +21,12 @@ def targets(res: dict) -> list:
     if "autodiff_speedup_over_torch" in rows[0]:
       worst = min(rows, key=lambda r: r["autodiff_speedup_over_torch"])
       torch_frac = worst["methods"]["torch eager"]["fraction_of_matmul"]
-      one = min(r["autodiff_speedup_over_torch_1_thread"] for r in rows)
       out.append(_target(
           "one process: jaxbp autodiff >= 1.5x PyTorch eager (default threads) at every size",
           worst["autodiff_speedup_over_torch"], 1.5, worst["autodiff_speedup_over_torch"] >= 1.5,
           f"worst at width {worst['width']} batch {worst['batch']}, where torch eager "
           f"runs at {torch_frac:.0%} of the matmul rate: 1.5x would need autodiff at "
-          f"{1.5 * torch_frac:.0%}; vs the labelled torch-on-1-thread row, worst {one:.2f}x"))
+          f"{1.5 * torch_frac:.0%}"))
     else:
       out.append(_target("one process: jaxbp autodiff >= 1.5x PyTorch eager at every size", None,
                          1.5, False,
@@ -165,15 +164,13 @@ def _throughput_md(tp: dict) -> list:
                    f"{t['gflops']:.1f} | {t['fraction_of_matmul']:.0%} | {vs} | "
                    f"{'-' if t['max_rel_err'] is None else format(t['max_rel_err'], '.1e')} |")
   lines += ["", "| width | batch | autodiff / torch eager speed "
-            "| autodiff / torch on 1 thread (labelled extra) | hand / autodiff time "
+            "| hand / autodiff time "
             "| scan / unrolled time | numpy / autodiff time "
             "| autodiff % of large matmul | autodiff % of step-shape matmul |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in tp["rows"]:
     sp = r.get("autodiff_speedup_over_torch")
-    sp2 = r.get("autodiff_speedup_over_torch_1_thread")
     lines.append(f"| {r['width']} | {r['batch']} | {'-' if sp is None else f'{sp:.2f}x'} | "
-                 f"{'-' if sp2 is None else f'{sp2:.2f}x'} | "
                  f"{r['hand_over_autodiff_time']:.2f} | {r['scan_over_autodiff_time']:.2f} | "
                  f"{r['numpy_over_autodiff_time']:.2f} | "
                  f"{r['autodiff_fraction_of_matmul']:.0%} | "

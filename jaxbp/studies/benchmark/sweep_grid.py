@@ -94,12 +94,6 @@ def sweep_grid(config: Config, g: Grid) -> dict:
     errors["torch loop"] = common.max_rel_err(
         ref, [np.stack([m[0].numpy() for m in tm]), np.stack([m[1].numpy() for m in tm])])
   times = timing.time_interleaved(fns, config.repeats, config.warmup, config.min_time)
-  if torch_note is None:
-    # The labelled extra row changes torch's thread count, so it is timed after the
-    # defaults, never between their calls.
-    times.update(timing.time_interleaved(
-        {"torch loop, 1 thread": baselines.one_thread(torch, fns["torch loop"])},
-        config.repeats, config.warmup, config.min_time))
   vmapped_s = times["vmapped program"]["median_s"]
   out = {"configs": len(items), **g.to_dict(), "times": times,
          "vmapped_first_call_s": grid_first, "max_rel_err": errors,

@@ -43,12 +43,8 @@ def _methods(config: Config, torch, width: int, batch: int, pkey, dkey):
          "jaxbp hand recursion": lambda: hand(params, x, y),
          "jaxbp autodiff, scan": lambda: scan_autodiff(stacked, x, y),
          "numpy (seed 002)": lambda: baselines.numpy_grad(Ws, xn, yn)}
-  numpy_one = baselines.one_blas_thread(fns["numpy (seed 002)"])
-  if numpy_one is not None:
-    fns["numpy (seed 002), 1 BLAS thread"] = numpy_one
   if torch is not None:
     fns["torch eager"] = baselines.torch_grad_fn(torch, params, x, y)
-    fns["torch eager, 1 thread"] = baselines.one_thread(torch, fns["torch eager"])
 
   # Every method must compute the same gradient before its speed means anything.
   leaves = jax.tree_util.tree_leaves
@@ -62,14 +58,8 @@ def _methods(config: Config, torch, width: int, batch: int, pkey, dkey):
                 ref, [a for g in baselines.numpy_grad(Ws, xn, yn) for a in (g[:-1], g[-1])])}
   if torch is not None:
     errors["torch eager"] = common.max_rel_err(ref, [t.numpy() for t in fns["torch eager"]()])
-  for name in fns:      # a method on fewer threads computes what it computes on its default
-    errors.setdefault(name, errors[name.split(", 1 ")[0]])
   programs = {"autodiff": autodiff, "hand": hand}
   return net, params, (x, y), fns, errors, programs
-
-
-# Rows that change a default (a thread count): extra and labelled, never the baseline.
-LABELLED = ("numpy (seed 002), 1 BLAS thread", "torch eager, 1 thread")
 
 
 def _row(config: Config, torch, width: int, batch: int, keys, matmul, matmul_flops) -> dict:
@@ -82,12 +72,10 @@ def _row(config: Config, torch, width: int, batch: int, keys, matmul, matmul_flo
   W0 = params[1].W
   fns[MATMUL] = matmul
   fns[SHAPE_MATMUL] = lambda: shape_matmul(x, W0)
-  # The labelled extra rows change a thread count, so they are timed after the
-  # defaults, never between their calls.
-  extra = {n: fns.pop(n) for n in list(fns) if n in LABELLED}
+  # No row here changes a thread count: every method in this process runs on its
+  # defaults. torch on one thread is the processes section's labelled extra row,
+  # in a process of its own.
   times = timing.time_interleaved(fns, config.repeats, config.warmup, config.min_time)
-  if extra:
-    times.update(timing.time_interleaved(extra, config.repeats, config.warmup, config.min_time))
   flops = timing.step_flops(net.sizes, batch)
   ceiling = matmul_flops / times[MATMUL]["median_s"] / 1e9
   own = {MATMUL: matmul_flops, SHAPE_MATMUL: 2 * batch * width * width}
@@ -106,11 +94,8 @@ def _row(config: Config, torch, width: int, batch: int, keys, matmul, matmul_flo
          "autodiff_fraction_of_shape_matmul": methods["jaxbp autodiff"]["gflops"]
                                               / methods[SHAPE_MATMUL]["gflops"]}
   if torch is not None:
-    # The baseline is torch as its users get it, on its default threads; one
-    # thread is reported beside it as the labelled extra row.
-    default, one = methods["torch eager"]["median_s"], methods["torch eager, 1 thread"]["median_s"]
+    default = methods["torch eager"]["median_s"]   # torch on its default threads
     row["autodiff_speedup_over_torch"] = default / ad
-    row["autodiff_speedup_over_torch_1_thread"] = one / ad
     row["hand_speedup_over_torch"] = default / methods["jaxbp hand recursion"]["median_s"]
   else:
     row["torch eager"] = baselines.torch_skip(config)
