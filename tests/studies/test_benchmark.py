@@ -398,7 +398,8 @@ def test_only_the_labelled_child_changes_a_thread_count_or_the_environment():
                       r"os\.environ\[[^]]+\]\s*=|os\.environ\.(setdefault|update)|putenv")
   offenders = {}
   for path in sorted(root.glob("*.py")):
-    hits = [line.strip() for line in path.read_text().splitlines() if banned.search(line)]
+    code = (line.strip() for line in path.read_text().splitlines())
+    hits = [line for line in code if banned.search(line) and not line.startswith(("#", "``"))]
     if path.name == "methods.py":
       assert hits == ["torch.set_num_threads(threads)"], hits
     elif hits:
