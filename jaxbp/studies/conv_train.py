@@ -207,6 +207,12 @@ def train(config: Config, params: Params, x, y, key):
 
   Returns the trained params and the per-step losses (a non-finite loss marks
   an overflow; the run goes on, and its accuracies say what became of it)."""
+  if x.ndim != 4 or x.shape[1:] != (8, 8, 1) or y.shape[:1] != x.shape[:1]:
+    raise ValueError(f"conv_train.train: x must be (n, 8, 8, 1) images with n labels y, got x "
+                     f"{x.shape} and y {y.shape}.")
+  if x.shape[0] < config.batch_size:
+    raise ValueError(f"conv_train.train: batch_size {config.batch_size} is larger than the "
+                     f"{x.shape[0]} training images; an epoch needs at least one full batch.")
   return _train(config, params, x, y, key)
 
 

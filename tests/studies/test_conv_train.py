@@ -88,3 +88,15 @@ def test_compiled_loop_equals_plain_optax_steps():
   assert values.shape == (x.shape[0] // 100,)
   for a, b in zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(p)):
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_train_refuses_a_batch_larger_than_the_data_and_wrong_images():
+  import jax
+  import jax.numpy as jnp
+  config = conv_train.Config(**{**TINY, "batch_size": 64})
+  params = conv_train.init_params(config, jax.random.PRNGKey(0), "gaussian", 1.0)
+  key = jax.random.PRNGKey(1)
+  with pytest.raises(ValueError, match="batch_size 64 is larger than the 10"):
+    conv_train.train(config, params, jnp.zeros((10, 8, 8, 1)), jnp.zeros(10, jnp.int32), key)
+  with pytest.raises(ValueError, match=r"\(n, 8, 8, 1\)"):
+    conv_train.train(config, params, jnp.zeros((100, 64)), jnp.zeros(100, jnp.int32), key)
