@@ -1,0 +1,92 @@
+"""Small argument checks shared by the network specs and every study Config.
+
+Each check returns the value in its canonical Python form (``int``, ``float``)
+or raises a ``ValueError`` (``TypeError`` where the type itself is wrong and a
+conversion would hide it) whose message names the argument, what it got and
+what is expected. A bool is never accepted as a number: ``True`` is an ``int``
+to Python, but ``depth=True`` is always a mistake.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Iterable, Sequence
+
+
+def is_int(value) -> bool:
+  """Whether ``value`` is an integer (Python or NumPy), and not a bool."""
+  return isinstance(value, numbers.Integral) and not isinstance(value, (bool,)) \
+      and type(value).__name__ != "bool_"
+
+
+def is_real(value) -> bool:
+  """Whether ``value`` is a real number (int or float, Python or NumPy), not a bool."""
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) \
+      and type(value).__name__ != "bool_"
+
+
+def int_at_least(value, low: int, name: str, where: str = "") -> int:
+  """``value`` as an int, if it is an int (not a bool) ``>= low``."""
+  if not is_int(value) or value < low:
+    raise ValueError(f"{_where(where)}{name} must be an int >= {low}, got {value!r}.")
+  return int(value)
+
+
+def positive_int(value, name: str, where: str = "") -> int:
+  """``value`` as an int, if it is an int (not a bool) ``>= 1``."""
+  return int_at_least(value, 1, name, where)
+
+
+def finite(value, name: str, where: str = "", low: float | None = None,
+           high: float | None = None, open_low: bool = False) -> float:
+  """``value`` as a float, if it is a finite real number in ``[low, high]``
+  (``(low, high]`` with ``open_low``)."""
+  ok = is_real(value) and math.isfinite(float(value))
+  if ok and low is not None:
+    ok = float(value) > low if open_low else float(value) >= low
+  if ok and high is not None:
+    ok = float(value) <= high
+  if not ok:
+    bounds = ""
+    if low is not None:
+      bounds += f" {'>' if open_low else '>='} {low}"
+    if high is not None:
+      bounds += f"{' and' if bounds else ''} <= {high}"
+    raise ValueError(f"{_where(where)}{name} must be a finite number{bounds}, got {value!r}.")
+  return float(value)
+
+
+def positive(value, name: str, where: str = "") -> float:
+  """``value`` as a float, if it is a finite number ``> 0``."""
+  return finite(value, name, where, low=0.0, open_low=True)
+
+
+def one_of(value, options: Sequence[Any], name: str, where: str = ""):
+  """``value`` itself, if it is one of ``options``."""
+  if not any(value == o and type(value) is type(o) for o in options):
+    raise ValueError(f"{_where(where)}{name} must be one of {tuple(options)}, got {value!r}.")
+  return value
+
+
+def boolean(value, name: str, where: str = "") -> bool:
+  """``value`` as a bool, if it is one (NumPy's ``bool_`` included)."""
+  if not isinstance(value, bool) and type(value).__name__ != "bool_":
+    raise ValueError(f"{_where(where)}{name} must be True or False, got {value!r}.")
+  return bool(value)
+
+
+def int_tuple(values: Iterable, name: str, where: str = "", low: int = 1,
+              min_len: int = 1) -> tuple:
+  """``values`` as a tuple of ints ``>= low``, at least ``min_len`` of them."""
+  if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+    raise ValueError(f"{_where(where)}{name} must be a sequence of ints >= {low}, "
+                     f"got {values!r}.")
+  vals = tuple(values)
+  if len(vals) < min_len or not all(is_int(v) and v >= low for v in vals):
+    raise ValueError(f"{_where(where)}{name} must list at least {min_len} int(s) >= {low}, "
+                     f"got {values!r}.")
+  return tuple(int(v) for v in vals)
+
+
+def _where(where: str) -> str:
+  return f"{where}: " if where else ""
