@@ -81,6 +81,21 @@ def _shapes(tree) -> str:
       tree))
 
 
+def _no_layer_hint(notes: probing.Notes, data: list) -> str:
+  hints = []
+  if notes.constant_operand or not data:
+    hints.append(
+        f"{notes.constant_operand} matmul/conv(s) read a weight from the params and a "
+        "constant: " if notes.constant_operand else "No array was passed as data: ")
+    hints[-1] += ("data closed over in loss_fn (a global, or a lambda's captured x) is a "
+                  "constant to inspect. Pass it as an argument: inspect(loss_fn, params, x, y) "
+                  "with loss_fn(params, x, y).")
+  if notes.opaque:
+    hints.append(f"inspect does not look inside {', '.join(sorted(notes.opaque))}; a layer "
+                 "there needs a jaxbp.tap.")
+  return "".join(" " + h for h in hints)
+
+
 def inspect(loss_fn: Callable[..., Any], params, *args) -> LayerReport:
   """Per-layer forward q, backward delta_sq and per-leaf grad_sq of any model.
 
@@ -96,8 +111,9 @@ def inspect(loss_fn: Callable[..., Any], params, *args) -> LayerReport:
 
   Raises:
     TypeError: the params have no floating-point leaf; the loss is not floating point.
-    ValueError: the loss is not a scalar; no layer is found; the args do not fit
-      the model's shapes; a ``while_loop`` over the params or data.
+    ValueError: the loss is not a scalar; no layer is found; a layer's z is empty
+      (an empty batch); the args do not fit the model's shapes; a ``while_loop``
+      over the params or data.
   """
   return inspect_with_grads(loss_fn, params, *args)[0]
 
@@ -161,14 +177,21 @@ def inspect_with_grads(loss_fn: Callable[..., Any], params, *args, has_aux: bool
   jaxpr = closed.jaxpr
   in_flags = ([probing.Flag(param=True, origin=frozenset([k])) for k in range(len(w0))]
               + [probing.Flag(data=True)] * len(x0))
-  plan, _ = probing.analyse(jaxpr, in_flags, names)
+  notes = probing.Notes()
+  plan, _ = probing.analyse(jaxpr, in_flags, names, notes)
   sites = probing.layer_sites(plan)
   if not sites:
     raise ValueError(
         "jaxbp.inspect: no layer found in loss_fn. A layer is a dot_general or "
         "conv_general_dilated with one operand from the params alone (the weight) and one "
         "from the data; if your model has none there (or the weights are not in `params`), "
-        "mark the points to measure with jaxbp.tap(x, name).")
+        "mark the points to measure with jaxbp.tap(x, name)." + _no_layer_hint(notes, x0))
+  empty = [(name, shape) for name, _, shape, _ in sites if 0 in shape]
+  if empty:
+    raise ValueError(
+        f"jaxbp.inspect: layer {empty[0][0]!r} has an empty z of shape {empty[0][1]}: is the "
+        f"batch empty? q, delta_sq and log_slope would all be nan. Pass at least one example; "
+        f"got args {_shapes(args)}.")
 
   def objective(w, probes):
     outs, zs = probing.run(jaxpr, closed.consts, list(w) + list(x0), plan, probes)
@@ -195,7 +218,8 @@ def inspect_with_grads(loss_fn: Callable[..., Any], params, *args, has_aux: bool
       # slope against the layer index, its negative.
       log_slope=-fit_log_slope(jnp.log(delta_sq)),
       sigma_w2=probing.per_layer(plan, zs, lambda z: z["sigma_w2"]),
-      sigma_b2=probing.per_layer(plan, zs, lambda z: z["sigma_b2"]))
+      sigma_b2=probing.per_layer(plan, zs, lambda z: z["sigma_b2"]),
+      taken=probing.per_layer(plan, zs, lambda z: z["taken"]))
   grads = jax.tree_util.tree_unflatten(treedef, full)
   if has_aux:
     return report, grads, jax.tree_util.tree_unflatten(aux_def, aux)

@@ -34,7 +34,9 @@ def monitor(loss_fn: Callable[..., Any], tx: optax.GradientTransformation) -> Ca
 
   Returns:
     ``step(params, opt_state, *args) -> (params, opt_state, report)``, jitted.
-    The report is taken at the params before the update. The params must be a
+    The report is taken at the params before the update; ``opt_state`` must be
+    ``tx.init(params)`` or what the previous step returned (a TypeError names it
+    otherwise). The params must be a
     pytree of float arrays (for an equinox module, step on ``eqx.partition``'s
     arrays and close over the rest in ``loss_fn``).
   """
@@ -43,9 +45,23 @@ def monitor(loss_fn: Callable[..., Any], tx: optax.GradientTransformation) -> Ca
 
   @jax.jit
   def step(params, opt_state, *args):
+    _check_opt_state(tx, params, opt_state, "step")
     return _reported_step(loss_fn, tx, params, opt_state, args)
 
   return step
+
+
+def _check_opt_state(tx, params, opt_state, where):
+  # optax's own error for a missing or foreign state is about NoneType or tree
+  # structures deep in the optimiser; the structure is known from params alone.
+  want = jax.tree_util.tree_structure(jax.eval_shape(tx.init, params))
+  got = jax.tree_util.tree_structure(opt_state)
+  if opt_state is None or got != want:
+    raise TypeError(
+        f"monitor {where}: opt_state must be the optimiser's state for these params, "
+        f"tx.init(params) (a {type(jax.eval_shape(tx.init, params)).__name__}); got "
+        f"{'None' if opt_state is None else type(opt_state).__name__} of structure {got}. "
+        "Start from opt_state = tx.init(params) and pass on the one each step returns.")
 
 
 def run(loss_fn: Callable[..., Any], tx: optax.GradientTransformation, params, batches,
@@ -70,6 +86,7 @@ def run(loss_fn: Callable[..., Any], tx: optax.GradientTransformation, params, b
     raise ValueError(f"run: every must be an int >= 1 dividing the {T} steps, got {every!r}.")
   if opt_state is None:
     opt_state = tx.init(params)
+  _check_opt_state(tx, params, opt_state, "run")
   chunks = jax.tree_util.tree_map(lambda a: a.reshape((T // every, every) + a.shape[1:]), batches)
   return _run(loss_fn, tx, params, opt_state, chunks)
 

@@ -73,7 +73,10 @@ def stretch(report, min_layers: int = 3) -> Optional[tuple[int, int, str]]:
   """The longest ``(start, stop, activation)`` chain in ``report``, or None if
   none has ``min_layers`` dense layers."""
   best, n = None, len(report)
-  dense = [k == "dot_general" for k in report.kinds]
+  # A layer in a cond branch that did not run has no measurement to chain from.
+  taken = [True] * n if report.taken is None or np.ndim(report.taken) != 1 else [
+      bool(t) for t in np.asarray(report.taken)]
+  dense = [k == "dot_general" and t for k, t in zip(report.kinds, taken)]
   for l in range(n):
     act = report.activations[l]
     if not dense[l] or act is None or (l and dense[l - 1] and report.activations[l - 1] == act):
@@ -93,13 +96,14 @@ def predict(report, min_layers: int = 3) -> Optional[TheoryProfile]:
   The report must be a single one (not vmapped). Returns None when the model has
   no such chain (convolutions, taps, unknown activations only).
   """
+  if np.ndim(report.q) != 1:
+    raise ValueError("predict: pass one report, not a stacked batch of them "
+                     f"(q has shape {np.shape(report.q)}); pick one first, e.g. "
+                     "report.at(0).theory().")
   found = stretch(report, min_layers)
   if found is None:
     return None
   s, e, act = found
-  if np.ndim(report.q) != 1:
-    raise ValueError("predict: pass one report, not a vmapped batch of them "
-                     f"(q has shape {np.shape(report.q)}); index it first, e.g. report_at[0].")
   sw = np.asarray(report.sigma_w2, np.float64)
   sb = np.asarray(report.sigma_b2, np.float64)
   q = [float(report.q[s])]
