@@ -33,25 +33,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.core import activations as _act
+from jaxbp.core import checks
 from jaxbp.core import initializers as _init
 from jaxbp.core.convnets import ConvNet
 from jaxbp.measure import lanczos
+from jaxbp.studies.common import CONV_INITS, conv_initializer
 import jaxbp.studies.driver as driver
 from jaxbp.studies.spectrum import report as _spectrum_report
 from jaxbp.studies.spectrum import sampling
 from jaxbp.theory import spectra
 
-INITS = ("delta_orthogonal", "gaussian")
+INITS = CONV_INITS
 WEIGHTS = {"delta_orthogonal": "orthogonal", "gaussian": "gaussian"}
 
 
 def _ints(name, values, minimum=1):
-  vals = tuple(values) if isinstance(values, (list, tuple)) else ()
-  if not vals or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                         and v >= minimum for v in vals):
+  if not isinstance(values, (list, tuple)):
     raise ValueError(f"conv_spectrum Config: {name} must be a non-empty list of ints >= "
                      f"{minimum}, got {values!r}.")
-  return tuple(int(v) for v in vals)
+  return checks.int_tuple(values, name, "conv_spectrum Config", low=minimum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +89,7 @@ class Config:
     set_("depths", _ints("depths", self.depths))
     set_("seeds", _ints("seeds", self.seeds, 0))
     for name in ("channels", "size", "ndim", "kernel_size"):
-      set_(name, _ints(name, (getattr(self, name),))[0])
+      set_(name, checks.positive_int(getattr(self, name), name, "conv_spectrum Config"))
     if self.kernel_size % 2 == 0:
       raise ValueError(f"conv_spectrum Config: kernel_size must be odd (circular padding "
                        f"centres the kernel), got {self.kernel_size}.")
@@ -108,9 +108,7 @@ class Config:
 def initializer(init: str, crit: spectra.CriticalNet) -> _init.Initializer:
   """Delta-orthogonal with gain ``sqrt(sigma_w2)``, or Gaussian of variance
   ``sigma_w2 / (k^d c)``: the same chi_1 = 1."""
-  if init == "gaussian":
-    return _init.gaussian(crit.sigma_w2, crit.sigma_b2)
-  return _init.delta_orthogonal(math.sqrt(crit.sigma_w2), crit.sigma_b2)
+  return conv_initializer(init, crit.sigma_w2, crit.sigma_b2)
 
 
 def jacobian_singular_values(config: Config, init: str, depth: int, seed: int) -> np.ndarray:

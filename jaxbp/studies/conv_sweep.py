@@ -34,22 +34,15 @@ import numpy as np
 from jaxbp import io as _io
 from jaxbp.core import activations as _act
 from jaxbp.core import backprop
-from jaxbp.core import initializers as _init
+from jaxbp.core import checks
 from jaxbp.core.convnets import ConvNet
 from jaxbp.measure import diagnostics
+from jaxbp.studies.common import CONV_INITS, conv_initializer
 import jaxbp.studies.driver as driver
 from jaxbp.theory import meanfield
 
-INITS = ("delta_orthogonal", "gaussian")
-
-
-def _ints(name, values, minimum=1, many=False):
-  vals = tuple(values) if many and isinstance(values, (list, tuple)) else (values,)
-  if (many and not vals) or not all(
-      not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= minimum for v in vals):
-    want = "a non-empty list of ints" if many else "an int"
-    raise ValueError(f"conv_sweep Config: {name} must be {want} >= {minimum}, got {values!r}.")
-  return tuple(int(v) for v in vals) if many else int(vals[0])
+INITS = CONV_INITS
+_W = "conv_sweep Config"   # what every Config error begins with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,29 +80,21 @@ class Config:
     if not act.elementwise:
       raise ValueError(f"conv_sweep Config: activation must be elementwise, got {act.name!r}.")
     set_("activation", act.name)
-    numbers = tuple(self.sigma_w2) if isinstance(self.sigma_w2, (list, tuple)) else None
-    if numbers is None or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                  and math.isfinite(v) and v > 0 for v in numbers):
-      raise ValueError(f"conv_sweep Config: sigma_w2 must be a list of numbers > 0, got "
-                       f"{self.sigma_w2!r}.")
-    set_("sigma_w2", tuple(float(v) for v in numbers))
-    if isinstance(self.sigma_b2, bool) or not (isinstance(self.sigma_b2, (int, float))
-                                               and math.isfinite(self.sigma_b2)
-                                               and self.sigma_b2 >= 0):
-      raise ValueError(f"conv_sweep Config: sigma_b2 must be a number >= 0, got "
-                       f"{self.sigma_b2!r}.")
-    set_("sigma_b2", float(self.sigma_b2))
+    if not isinstance(self.sigma_w2, (list, tuple)):
+      raise ValueError(f"{_W}: sigma_w2 must be a list of numbers > 0, got {self.sigma_w2!r}.")
+    set_("sigma_w2", tuple(checks.positive(v, "every sigma_w2", _W) for v in self.sigma_w2))
+    set_("sigma_b2", checks.finite(self.sigma_b2, "sigma_b2", _W, low=0.0))
     inits = tuple(self.inits) if isinstance(self.inits, (list, tuple)) else ()
     if not inits or not set(inits) <= set(INITS):
       raise ValueError(f"conv_sweep Config: inits must be a non-empty list from {INITS}, got "
                        f"{self.inits!r}.")
     set_("inits", inits)
-    for name in ("channels", "size", "ndim", "batch"):
-      set_(name, _ints(name, getattr(self, name)))
-    set_("seeds", _ints("seeds", self.seeds, 0, many=True))
-    set_("skip", _ints("skip", self.skip, 0))
-    set_("depth", _ints("depth", self.depth, 2 * self.skip + 3))
-    set_("kernel_size", _ints("kernel_size", self.kernel_size))
+    for name in ("channels", "size", "ndim", "batch", "kernel_size"):
+      set_(name, checks.positive_int(getattr(self, name), name, _W))
+    set_("seeds", checks.int_tuple(self.seeds, "seeds", _W, low=0))
+    set_("skip", checks.int_at_least(self.skip, 0, "skip", _W))
+    # Two layers left between the skipped ends, and one more for the fit to mean something.
+    set_("depth", checks.int_at_least(self.depth, 2 * self.skip + 3, "depth", _W))
     if self.kernel_size % 2 == 0:
       raise ValueError(f"conv_sweep Config: kernel_size must be odd (circular padding "
                        f"centres the kernel), got {self.kernel_size}.")
@@ -126,12 +111,7 @@ def critical_sigma_w2(config: Config) -> float:
   return float(meanfield.critical_sigma_w2(config.activation, config.sigma_b2))
 
 
-def initializer(init: str, sigma_w2: float, sigma_b2: float) -> _init.Initializer:
-  """Gaussian kernels of variance ``sigma_w2 / (k^d c)``, or delta-orthogonal ones with
-  ``gain^2 = sigma_w2``: the same chi_1."""
-  if init == "gaussian":
-    return _init.gaussian(sigma_w2, sigma_b2)
-  return _init.delta_orthogonal(math.sqrt(sigma_w2), sigma_b2)
+initializer = conv_initializer   # also public here: conv_sweep.initializer
 
 
 def layer_log_norms(deltas) -> np.ndarray:
@@ -280,6 +260,21 @@ def run_grid(config: Config, out_dir, activations: Sequence[str], depths: Sequen
           "nats/layer of ln chi_1", ""]
   _io.write_text(os.path.join(out_dir, "report.md"), "\n".join(head + parts) + "\n")
   return rows
+
+
+def scaling_report(config: Config, rows) -> str:
+  """``scaling.md``: :func:`scaling`'s rows as a table."""
+  lines = ["# Compile time and memory against depth", "",
+           f"The sweep's jitted hand backward pass (`backprop.deltas`, stacked layers under "
+           f"`lax.scan`), {config.channels} channels, batch {config.batch}: lowered and "
+           "compiled, not run. Temporaries: what XLA allocates beyond arguments and outputs "
+           "(the outputs are every layer's delta, linear in depth by design).", "",
+           "| depth | compile s | temporaries MiB | arguments MiB | outputs MiB |",
+           "|---:|---:|---:|---:|---:|"]
+  lines += [f"| {r['depth']} | {r['compile_s']:.2f} | {r['temp_bytes'] / 2**20:.1f} | "
+            f"{r['argument_bytes'] / 2**20:.1f} | {r['output_bytes'] / 2**20:.1f} |"
+            for r in rows]
+  return "\n".join(lines) + "\n"
 
 
 def scaling(config: Config, depths: Sequence[int]) -> list:

@@ -33,26 +33,27 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxbp.core import initializers as _init
+from jaxbp.core import checks
 import jaxbp.core.convnets as _convnets
 from jaxbp.core.convnets import ConvNet
 from jaxbp.core.layers import Dense
 import jaxbp.core.losses as _losses
+from jaxbp.studies.common import CONV_INITS, conv_initializer
 import jaxbp.studies.driver as driver
 from jaxbp.theory import meanfield
 from jaxbp.train import data as _data
 from jaxbp.train import training as _training
 
-INITS = ("delta_orthogonal", "gaussian")
+INITS = CONV_INITS
 READOUTS = ("flatten", "pool")
+_W = "conv_train Config"   # what every Config error begins with
 SETTINGS = (("delta_orthogonal", "critical"), ("gaussian", "critical"), ("gaussian", 0.5),
             ("gaussian", 4.0))
 
 
 def _setting(s) -> Tuple[str, object]:
   ok = (isinstance(s, (list, tuple)) and len(s) == 2 and s[0] in INITS
-        and (s[1] == "critical" or (isinstance(s[1], (int, float)) and not isinstance(s[1], bool)
-                                    and math.isfinite(s[1]) and s[1] > 0)))
+        and (s[1] == "critical" or (checks.is_real(s[1]) and math.isfinite(s[1]) and s[1] > 0)))
   if not ok:
     raise ValueError(f"conv_train Config: each setting must be (init, sigma_w2) with init in "
                      f"{INITS} and sigma_w2 a number > 0 or 'critical', got {s!r}.")
@@ -105,38 +106,22 @@ class Config:
     # depth >= 2: the gradient ratio compares the first and the last convolution.
     for name, lo in (("depth", 2), ("channels", 1), ("kernel_size", 1), ("epochs", 1),
                      ("batch_size", 1)):
-      v = getattr(self, name)
-      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"conv_train Config: {name} must be an int >= {lo}, got {v!r}.")
-      set_(name, int(v))
+      set_(name, checks.int_at_least(getattr(self, name), lo, name, _W))
     if self.kernel_size % 2 == 0:
       raise ValueError(f"conv_train Config: kernel_size must be odd, got {self.kernel_size}.")
-    if self.padding not in ("same", "circular"):
-      raise ValueError(f"conv_train Config: padding must be 'same' or 'circular', got "
-                       f"{self.padding!r}.")
-    if self.readout not in READOUTS:
-      raise ValueError(f"conv_train Config: readout must be one of {READOUTS}, got "
-                       f"{self.readout!r}.")
+    checks.one_of(self.padding, ("same", "circular"), "padding", _W)
+    checks.one_of(self.readout, READOUTS, "readout", _W)
     if self.clip_norm is not None:
-      v = self.clip_norm
-      if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise ValueError(f"conv_train Config: clip_norm must be None or a finite number > 0, "
-                         f"got {v!r}.")
-      set_("clip_norm", float(v))
-    for name, ok, want in (("sigma_b2", lambda v: v >= 0, ">= 0"),
-                           ("learning_rate", lambda v: v > 0, "> 0"),
-                           ("momentum", lambda v: 0 <= v < 1, "in [0, 1)")):
-      v = getattr(self, name)
-      if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-          or not ok(v):
-        raise ValueError(f"conv_train Config: {name} must be a finite number {want}, got {v!r}.")
-      set_(name, float(v))
-    seeds = self.seeds
-    if not isinstance(seeds, (list, tuple)) or not seeds or not all(
-        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in seeds):
-      raise ValueError(f"conv_train Config: seeds must be a non-empty list of ints >= 0, got "
-                       f"{seeds!r}.")
-    set_("seeds", tuple(int(s) for s in seeds))
+      set_("clip_norm", checks.positive(self.clip_norm, "clip_norm (None or a number)", _W))
+    set_("sigma_b2", checks.finite(self.sigma_b2, "sigma_b2", _W, low=0.0))
+    set_("learning_rate", checks.positive(self.learning_rate, "learning_rate", _W))
+    momentum = checks.finite(self.momentum, "momentum", _W, low=0.0)
+    if momentum >= 1:
+      raise ValueError(f"{_W}: momentum must be a finite number in [0, 1), got {momentum!r}.")
+    set_("momentum", momentum)
+    if not isinstance(self.seeds, (list, tuple)):
+      raise ValueError(f"{_W}: seeds must be a non-empty list of ints >= 0, got {self.seeds!r}.")
+    set_("seeds", checks.int_tuple(self.seeds, "seeds", _W, low=0))
 
   def net(self) -> ConvNet:
     """The convolutions: ``depth`` of them, each followed by tanh."""
@@ -155,11 +140,7 @@ class Config:
     return float(value)
 
 
-def initializer(init: str, sigma_w2: float, sigma_b2: float) -> _init.Initializer:
-  """Delta-orthogonal with gain ``sqrt(sigma_w2)``, or Gaussian ``sigma_w2 / fan_in``."""
-  if init == "gaussian":
-    return _init.gaussian(sigma_w2, sigma_b2)
-  return _init.delta_orthogonal(math.sqrt(sigma_w2), sigma_b2)
+initializer = conv_initializer   # also public here: conv_train.initializer
 
 
 def images(dataset: _data.Dataset):

@@ -65,21 +65,23 @@ def test_run_grid_writes_one_table_over_activations_and_depths(tmp_path):
     conv_sweep.run_grid(config, tmp_path / "bad", [], [6])
 
 
-def test_depth_sweep_script_takes_arch_conv(tmp_path):
+def test_the_script_runs_a_grid_for_several_activations_or_depths(tmp_path):
   import os
   import pathlib
   import subprocess
   import sys
   root = pathlib.Path(__file__).resolve().parents[2]
   env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  cmd = [sys.executable, str(root / "experiments" / "depth_sweep.py"), "--arch", "conv",
-         "--out", str(tmp_path), "--activations", "identity", "--depths", "6", "--width", "4",
-         "--size", "8", "--batch", "2", "--seeds", "0", "--skip", "1", "--sigma-w2", "0.5",
-         "--sigma-b2", "0"]
+  cmd = [sys.executable, str(root / "experiments" / "conv_sweep.py"), "--out", str(tmp_path),
+         "--activation", "identity", "--depth", "5", "6", "--channels", "4", "--size", "8",
+         "--batch", "2", "--seeds", "0", "--skip", "1", "--sigma-w2", "0.5", "--sigma-b2", "0"]
   r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
   assert r.returncode == 0, r.stderr[-1500:]
-  assert len((tmp_path / "results.csv").read_text().splitlines()) == 1 + 4
-  assert (tmp_path / "identity_depth6" / "profiles.png").exists()
+  assert len((tmp_path / "results.csv").read_text().splitlines()) == 1 + 2 * 4
+  for d in (5, 6):
+    assert (tmp_path / f"identity_depth{d}" / "profiles.png").exists()
+  assert "## identity, depth 6" in (tmp_path / "report.md").read_text()
   bad = subprocess.run(cmd[:-1] + ["0", "0.1"], capture_output=True, text=True, env=env,
                        timeout=120)
-  assert bad.returncode == 2 and "one --sigma-b2" in bad.stderr
+  assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+  assert "unrecognized arguments: 0.1" in bad.stderr
