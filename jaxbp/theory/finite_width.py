@@ -104,7 +104,6 @@ import jaxbp.theory.log_mean_exp as _lme
 import jaxbp.theory.infinite_width as _mf
 
 _PAIR_POINTS = 256   # nodes per axis of the two-example expectations (batch > 1)
-_EXP_MAX = 600.0     # exp() arguments are clipped here: products of many a_k
 
 
 def _check(name, value, lo, strict=False, allow_inf=False):
@@ -142,27 +141,42 @@ def _from_top(S, D):
   return jnp.where(idx >= 0, S[..., jnp.clip(idx, 0, None)], jnp.nan)
 
 
-def _memory(a, c):
-  """G[j, k'] = sum_{k >= k', k > j} c_k prod_{i=j+1}^{k-1} a_i (0-based steps): how
-  much the noise v_j moves a sum over the steps from k' up, through e_k."""
-  D = a.shape[0]
-  la = jnp.cumsum(jnp.log(jnp.maximum(jnp.abs(a), jnp.finfo(a.dtype).tiny)))
-  sign = jnp.cumprod(jnp.where(a < 0, -1.0, 1.0))
-  la_prev = jnp.concatenate([jnp.zeros((1,), la.dtype), la[:-1]])         # through k - 1
-  sign_prev = jnp.concatenate([jnp.ones((1,), sign.dtype), sign[:-1]])
-  j, k = jnp.arange(D)[:, None], jnp.arange(D)[None, :]
-  P = sign_prev[None, :] * sign[:, None] * jnp.exp(
-      jnp.clip(la_prev[None, :] - la[:, None], -_EXP_MAX, _EXP_MAX))
-  return jax.vmap(_suffix)(jnp.where(k > j, P * c[None, :], 0.0))
+def _tail(a, c):
+  """T[j] = sum_{k > j} c_k prod_{i=j+1}^{k-1} a_i (0-based steps, j = 0 .. len(a) - 1):
+  how much the noise v_j moves every later step's ln chi_1, through e_k. One reverse
+  scan, T[j] = c_{j+1} + a_{j+1} T[j+1], T[last] = 0."""
+  def step(t, k):
+    t = c[k + 1] + a[k + 1] * t
+    return t, t
+  zero = jnp.zeros((), c.dtype)
+  _, T = lax.scan(step, zero, jnp.arange(a.shape[0] - 1), reverse=True)
+  return jnp.concatenate([T, zero[None]])
 
 
-def _noise_sums(G, w_vv, w_uv, D):
-  """Per top-m window: sum_j w_vv G^2 + 2 sum_{j in the window} w_uv G."""
-  size = G.shape[1]
-  Gm = _from_top(G, D)                                     # (steps, m)
-  Gm = jnp.where(jnp.isnan(Gm), 0.0, Gm)
-  in_window = jnp.arange(G.shape[0])[:, None] >= (D - jnp.arange(size))[None, :]
-  return jnp.sum(w_vv[:, None] * Gm * Gm + 2.0 * in_window * Gm * w_uv[:, None], axis=0)
+def _noise_sums(T, a, w_vv, w_uv, D):
+  """Per top-m window (steps K = D - m .. D - 1, m = 0 .. len(a)): the variance its
+  sum of ln chi_1 gains from the v noises, and twice their covariance with the u noises,
+
+    sum_j w_vv[j] G_m[j]^2 + 2 sum_{j >= K} w_uv[j] G_m[j],
+    G_m[j] = sum_{k >= K, k > j} c_k prod_{i=j+1}^{k-1} a_i,
+
+  in O(steps) time and memory (``T`` from :func:`_tail`). For j >= K, G_m[j] = T[j];
+  for j < K the product splits at K, G_m[j] = prod_{i=j+1}^{K-1} a_i T[K-1], so
+
+    sum_{j<K} w_vv[j] G_m[j]^2 = T[K-1]^2 U[K],   U[K+1] = a_K^2 U[K] + w_vv[K], U[0] = 0,
+
+  and the rest is a suffix sum over j >= K. Entries with K < 0 (beyond the net) are 0."""
+  def grow(u, k):
+    return a[k] ** 2 * u + w_vv[k], u
+  zero = jnp.zeros((), T.dtype)
+  last, U = lax.scan(grow, zero, jnp.arange(a.shape[0]))
+  U = jnp.concatenate([U, last[None]])                                  # U[K], K = 0 .. steps
+  T_before = jnp.concatenate([zero[None], T])                           # T[K - 1]
+  # Where T[K-1] = 0 nothing reaches back past K; skip U there (it may be inf).
+  below = jnp.where(T_before == 0, 0.0, T_before ** 2 * U)
+  by_K = below + _suffix(w_vv * T * T + 2.0 * w_uv * T)
+  out = _from_top(by_K, D)
+  return jnp.where(jnp.isnan(out), 0.0, out)
 
 
 @functools.partial(jax.jit, static_argnames=("act", "size", "batch", "leading_order", "n_pts"))
@@ -216,10 +230,10 @@ def _stats(act, s, b, n, q0, depth, tab, size, batch, leading_order, n_pts):
   _, excess = lax.scan(coherence, zero, k_all, reverse=True)
   step_mean += excess * top("F") * inv_n
 
-  G = _memory(a, jnp.where(valid, top("c"), 0.0))
+  T = _tail(a, jnp.where(valid, top("c"), 0.0))
   cov_uv = jnp.where(valid, top("cov_uv") * inv_n, 0.0)
   mean = sums(step_mean)
-  var = sums(step_var) + jnp.where(jnp.isnan(mean), jnp.nan, _noise_sums(G, var_v, cov_uv, D))
+  var = sums(step_var) + jnp.where(jnp.isnan(mean), jnp.nan, _noise_sums(T, a, var_v, cov_uv, D))
   if batch == 1:
     return mean, var
 
@@ -237,7 +251,7 @@ def _stats(act, s, b, n, q0, depth, tab, size, batch, leading_order, n_pts):
     return P["carry"][k] ** 2 * x + P["aa"][k] * inv_n, x
   _, cos2_above = lax.scan(cosine, inv_n, k_all, reverse=True)
   t2 = (sums((P["uu"] + 2.0 * cos2_above * P["aa"]) * inv_n)
-        + _noise_sums(G, jnp.where(valid, P["vv"] * inv_n, 0.0),
+        + _noise_sums(T, a, jnp.where(valid, P["vv"] * inv_n, 0.0),
                       jnp.where(valid, P["uv"] * inv_n, 0.0), D))
   t2 = jnp.minimum(t2, var)
   s2 = var - t2
@@ -290,6 +304,13 @@ def log_gradient_stats(activation, sigma_w2, sigma_b2, width, depth, q0=None, ba
 
   Returns:
     ``(mean, var)``, each of shape ``broadcast(sigma_w2, sigma_b2, width, q0) + (depth,)``.
+
+  Cost: time and memory linear in ``depth``, per point of the broadcast arguments.
+  Each layer's Gaussian moments take a few passes over ``num_points`` nodes (with
+  ``batch`` > 1, also a 256 x 256 product rule a layer, ~20x the time); the sums
+  over windows are scans. Memory is ~0.2 kB a layer. Each new ``depth`` compiles
+  once (~3 s). Measured on 2 CPU cores, float64, one point, compiled: depth 10,000
+  in 0.5 s (batch 8: 10 s), depth 100,000 in ~8 s, both under 0.2 GB.
 
   >>> import math
   >>> mean, var = log_gradient_stats("relu", 2.0, 0.0, math.inf, 3)   # He init
