@@ -35,6 +35,8 @@ from jaxbp.core.nets import Dense
 from jaxbp.core.nets import Trace
 from jaxbp.core.nets import objective
 from jaxbp.core.nets import unstack
+from jaxbp.core.rnn import RNN
+from jaxbp.core.rnn import RNNParams
 from jaxbp.measure import diagnostics
 from jaxbp.measure.inspect import inspect
 from jaxbp.measure.inspect import inspect_with_grads
@@ -86,6 +88,8 @@ def __dir__():
 
 __all__ = (
     "MLP",
+    "RNN",
+    "RNNParams",
     "BatchNormDense",
     "Conv",
     "ConvNet",

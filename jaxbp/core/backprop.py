@@ -21,8 +21,12 @@ sigmoid + binary cross-entropy gives ``delta_K = p - y`` and softmax +
 §4.6.4), each divided by the reduction's count. A softmax output with any other
 loss goes through the full Jacobian ``p_i (delta_ij - p_j)`` (seed 000 §7.3).
 
-Stacked hidden layers are walked by a reversed ``lax.scan``, mirroring the
-forward scan of :class:`jaxbp.nets.MLP` layer for layer.
+One walk serves every network family (:mod:`jaxbp.core.base`): each layer's
+kind (:mod:`jaxbp.core.kinds`) supplies its hand-derived step, and the walk
+only carries ``dL/dh`` down the plan. Stacked groups are walked by a reversed
+``lax.scan``, mirroring the forward scan layer for layer; a tied group (a
+recurrent layer) the same way over its time steps, its parameter gradient the
+sum over the steps (backpropagation through time).
 
 The batched deltas also give every example's own gradient without a batch of
 backward passes: ``dW_k[i] = outer(h_{k-1}[i], delta_k[i])``
@@ -36,18 +40,17 @@ backward passes: ``dW_k[i] = outer(h_{k-1}[i], delta_k[i])``
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Tuple
+import math
+from typing import Any, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
 
 import jaxbp.core.activations as _act
-import jaxbp.core.conv_backprop as _conv_backprop
 import jaxbp.core.losses as _losses
-import jaxbp.core.nets as _nets
-from jaxbp.core.convnets import ConvNet
-from jaxbp.core.layers import Dense, RowScale, Trace, layer_stream, take_sample
-from jaxbp.core.nets import MLP
+from jaxbp.core.base import Family
+from jaxbp.core.kinds import batch_norm_backward as _batch_norm_backward  # noqa: F401
+from jaxbp.core.layers import RowScale, Trace, layer_stream, take_sample
 
 
 class Backward(NamedTuple):
@@ -56,47 +59,26 @@ class Backward(NamedTuple):
   Attributes:
     value: the loss.
     grads: dL/dparams, the same pytree as the params.
-    deltas: dL/dz_k, aligned with the params (stacked groups carry a layer axis).
+    deltas: dL/dz, one entry per group of the net's plan (scanned groups carry a
+      layer or step axis first).
     trace: the forward cache it used.
   """
   value: jax.Array
-  grads: Tuple[Dense, ...]
+  grads: Any
   deltas: Tuple[jax.Array, ...]
   trace: Trace
 
 
-def _batch_norm_backward(delta, u, gamma, eps):
-  """dL/du and dL/dgamma for ``z = gamma * uhat + beta``, ``uhat = (u - mean) / s``.
-
-  With ``s = sqrt(var + eps)`` over a batch of m rows, differentiating through
-  the batch mean and variance gives, per feature::
-
-      dL/duhat = delta * gamma
-      dL/du    = (m dL/duhat - sum_b dL/duhat - uhat sum_b (dL/duhat * uhat)) / (m s)
-
-  The two sums are the paths through the mean and the variance: every row's
-  output depends on every row's input (Ioffe & Szegedy 2015, §3).
-  """
-  m = u.shape[0]
-  mean = jnp.mean(u, axis=0, keepdims=True)
-  inv_s = jax.lax.rsqrt(jnp.mean((u - mean) ** 2, axis=0, keepdims=True) + eps)
-  uhat = (u - mean) * inv_s
-  d_uhat = delta * gamma[None, :]
-  du = (m * d_uhat - jnp.sum(d_uhat, axis=0, keepdims=True)
-        - uhat * jnp.sum(d_uhat * uhat, axis=0, keepdims=True)) * inv_s / m
-  return du, jnp.sum(delta * uhat, axis=0)
-
-
-def layer_backward(net: MLP, g: int, p, h_in, z, g_out, param_grads: bool = True,
+def layer_backward(net: Family, g: int, p, h_in, z, g_out, param_grads: bool = True,
                    scale: RowScale | None = None):
   """One layer, top to bottom: dL/dh_k -> (delta_k, param grads, dL/dh_{k-1}).
 
-  The one step of the delta recursion, the hand derivative of
-  :func:`jaxbp.nets.layer_forward`::
+  The one step of the delta recursion; the layer's kind supplies its own part::
 
       delta_k     = dL/dh_k * phi'(z_k)          (hidden layers; the output's is given)
-      dL/dh_{k-1} = delta_k @ W_k^T  (+ dL/dh_k through a residual skip)
-      dL/dW_k     = h_{k-1}^T @ delta_k,   dL/db_k = sum_batch delta_k
+      dL/dh_{k-1} = kind.backward(...)           (dense: delta_k @ W_k^T)
+                    (+ dL/dh_k through a residual skip)
+      grads       = kind.backward(...)           (dense: h_{k-1}^T @ delta_k, sum_batch delta_k)
 
   For the output layer ``g_out`` is delta_K itself. With ``param_grads=False``
   the batch-summed parameter gradients are not formed (``None``): only the
@@ -106,95 +88,94 @@ def layer_backward(net: MLP, g: int, p, h_in, z, g_out, param_grads: bool = True
   over every row, which is rarely what is wanted (the sweep takes norms of
   ``h^T delta`` per block of rows instead).
   """
-  if net.is_hidden(g):
-    delta = g_out * net.phi.grad(z)
-  else:
-    delta = g_out
-  if net.is_batchnorm(g):
-    du, d_gamma = _batch_norm_backward(delta, h_in @ p.W, p.gamma, net.bn_eps)
-    grads = type(p)(h_in.T @ du, d_gamma, jnp.sum(delta, axis=0)) if param_grads else None
-  else:
-    du = delta
-    grads = (Dense(h_in.T @ delta, jnp.sum(delta, axis=0) if p.b is not None else None)
-             if param_grads else None)
-  g_in = du @ p.W.T
-  if scale is not None:
-    g_in = scale.w * g_in
-  if net.is_residual(g):
+  group = net.plan[g]
+  delta = g_out * net.phi.grad(z) if group.hidden else g_out
+  grads, g_in = group.kind.backward(h_in, p, z, delta, scale=scale, param_grads=param_grads)
+  if group.residual:
     g_in = g_in + g_out       # the identity skip passes dL/dh_k straight down
   return delta, grads, g_in
 
 
-def backward(net: MLP, loss, params, x, y, reduction: str = "mean",
+def _check_reduction(reduction):
+  if reduction not in ("mean", "sum"):
+    raise ValueError(f"backprop: reduction must be 'mean' or 'sum', got {reduction!r}.")
+
+
+def backward(net: Family, loss, params, x, y, reduction: str = "mean",
              param_grads: bool = True, scale: RowScale | None = None,
              select=None) -> Backward:
   """Runs the forward pass, then the delta recursion from the output back.
 
-  Carries ``dL/dh_k`` down the net; every layer turns it into its
-  ``delta_k = dL/dh_k * phi'(z_k)``, its parameter gradients and ``dL/dh_{k-1}``
-  (plus the skip term for residual layers, through batch norm's statistics for
-  batch-normalised ones), :func:`layer_backward`.
+  Carries ``dL/dh`` down the net's plan; every layer turns it into its
+  ``delta = dL/dh * phi'(z)``, its parameter gradients and the ``dL/dh`` of its
+  input (plus the skip term for residual layers, through batch norm's
+  statistics for batch-normalised ones), :func:`layer_backward`.
 
   Args:
-    net: the network spec.
+    net: the network spec (any family: :class:`jaxbp.MLP`, :class:`jaxbp.ConvNet`,
+      :class:`jaxbp.RNN`).
     loss: a loss name or ``jaxbp.losses.Loss``.
     params: ``net.init(...)``-shaped parameters.
-    x: inputs ``(batch, sizes[0])``.
+    x: inputs (``net.check_input``).
     y: targets, the output's shape (or integer labels for categorical losses).
     reduction: ``"mean"`` or ``"sum"``.
     param_grads: False skips the batch-summed parameter gradients (``grads`` is
       then a tuple of ``None``); the deltas and the trace are unchanged.
     scale: per-row factors on every layer (:class:`jaxbp.nets.RowScale`): rows
       stacked from nets that differ by a weight scale and a bias scale, run on
-      shared unit weights. Use with ``param_grads=False``.
+      shared unit weights (dense layers only). Use with ``param_grads=False``.
     select: a sample index: every params leaf carries a leading sample axis and
       the net of sample ``select`` runs, its layers read one at a time
-      (``MLP.trace``'s ``select``).
+      (``trace``'s ``select``).
 
   Returns:
-    A :class:`Backward` with the loss, the gradients and every delta_k.
-
-  A :class:`jaxbp.core.convnets.ConvNet` runs its own recursion
-  (:mod:`jaxbp.core.conv_backprop`), without ``scale`` or ``select``.
+    A :class:`Backward` with the loss, the gradients and every delta.
   """
-  if isinstance(net, ConvNet):
-    if scale is not None or select is not None:
-      raise ValueError(f"backprop: scale and select are MLP options; {net} takes neither.")
-    return Backward(*_conv_backprop.backward(net, loss, params, x, y, reduction, param_grads))
   loss = _losses.get(loss)
-  if reduction not in ("mean", "sum"):
-    raise ValueError(f"backprop: reduction must be 'mean' or 'sum', got {reduction!r}.")
+  _check_reduction(reduction)
   tr = net.trace(params, x, scale=scale, select=select)
-  x = jnp.asarray(x)
   value = loss.fn(tr.h[-1], y, reduction)
-  G = len(params)
-
-  def last(seq, g):  # the last layer's value in group g (groups may be stacked)
-    return seq[g][-1] if net.is_stacked(g) else seq[g]
+  entries, plan = net.split_params(params), net.plan
+  ins = net.layer_inputs(x, tr)
+  G = len(entries)
 
   g_h = _losses.output_delta(net.phi_out, loss, tr.z[-1], tr.h[-1], y, reduction)
   grads, deltas = [None] * G, [None] * G
   for g in reversed(range(G)):
-    h_in = x if g == 0 else last(tr.h, g - 1)
-    if net.is_stacked(g):
-      # Layer l of the stack reads h_{l-1}: the group's input, then its own outputs.
-      h_ins = jnp.concatenate([h_in[None], tr.h[g][:-1]], axis=0)
-      stream, take = layer_stream(params[g], select)
-
-      def step(g_h, xs, g=g, take=take):
-        p, h_in, z = xs
-        delta, grads, g_in = layer_backward(net, g, take(p), h_in, z, g_h, param_grads, scale)
-        return g_in, (delta, grads)
-
-      g_h, (deltas[g], grads[g]) = jax.lax.scan(
-          step, g_h, (stream, h_ins, tr.z[g]), reverse=True)
-    else:
-      deltas[g], grads[g], g_h = layer_backward(net, g, take_sample(params[g], select), h_in,
+    group = plan[g]
+    if not (group.stacked or group.tied):
+      deltas[g], grads[g], g_h = layer_backward(net, g, take_sample(entries[g], select), ins[g],
                                                 tr.z[g], g_h, param_grads, scale)
-  return Backward(value, tuple(grads), tuple(deltas), tr)
+      continue
+    if group.stacked:
+      xs, take = layer_stream(entries[g], select)
+      read = take
+    else:
+      fixed = take_sample(entries[g], select)
+      xs = group.kind.prepare(fixed, net.entry(jnp.asarray(x))[1])
+      read = lambda u, fixed=fixed: (fixed, u)
+    # A next group that reads every step hands back dL/dh at every step: each is
+    # added on the way down, starting from nothing above the last step.
+    per_step = g + 1 < G and plan[g + 1].reads == "all"
+    ext = g_h if per_step else None
+
+    def step(g_h, xs, g=g, read=read, tied=group.tied):
+      p, h_in, z, ext = xs
+      g_h = g_h if ext is None else g_h + ext
+      delta, grads, g_in = layer_backward(net, g, read(p), h_in, z, g_h,
+                                          param_grads and not tied, scale)
+      return g_in, (delta, grads)
+
+    carry = jnp.zeros_like(ins[g][0]) if per_step else g_h
+    g_h, (deltas[g], grads[g]) = jax.lax.scan(step, carry, (xs, ins[g], tr.z[g], ext),
+                                              reverse=True)
+    if group.tied and param_grads:
+      grads[g] = group.kind.tied_grads(ins[g], fixed, tr.z[g], deltas[g],
+                                       net.entry(jnp.asarray(x))[1])
+  return Backward(value, net.join_params(grads), tuple(deltas), tr)
 
 
-def value_and_grad(net: MLP, loss, params, x, y, reduction: str = "mean"):
+def value_and_grad(net: Family, loss, params, x, y, reduction: str = "mean"):
   """``(loss, dL/dparams)`` by the hand recursion.
 
   Returns the same pytree as ``jax.value_and_grad(jaxbp.objective(net, loss))``.
@@ -203,43 +184,43 @@ def value_and_grad(net: MLP, loss, params, x, y, reduction: str = "mean"):
   return out.value, out.grads
 
 
-def grad(net: MLP, loss, params, x, y, reduction: str = "mean"):
+def grad(net: Family, loss, params, x, y, reduction: str = "mean"):
   """dL/dparams by the hand recursion."""
   return backward(net, loss, params, x, y, reduction).grads
 
 
-def deltas(net: MLP, loss, params, x, y, reduction: str = "mean"):
-  """delta_k = dL/dz_k for every layer, aligned with the params tuple."""
-  return backward(net, loss, params, x, y, reduction).deltas
+def deltas(net: Family, loss, params, x, y, reduction: str = "mean"):
+  """delta = dL/dz for every layer, aligned with the net's plan
+  (``net.delta_view``: an RNN gives its recurrent ``(T, batch, hidden)`` deltas)."""
+  return net.delta_view(backward(net, loss, params, x, y, reduction).deltas)
 
 
-def per_example_grads(net: MLP, loss, params, x, y, reduction: str = "mean"):
+def per_example_grads(net: Family, loss, params, x, y, reduction: str = "mean"):
   """Every example's own gradient, from one batched pass of the delta recursion.
 
   Convention: row i of the result is the gradient of example i's own loss term,
-  ``loss.fn(h_K[i:i+1], y[i:i+1], reduction)``: the objective on a batch of one.
+  ``loss.fn(out[i:i+1], y[i:i+1], reduction)``: the objective on a batch of one.
   It equals ``jax.vmap(jax.grad(objective(net, loss, reduction)))`` applied to
   single-example batches ``x[i][None], y[i][None]``, and summing it over the
   batch gives the ``reduction="sum"`` gradient of the whole batch. With
   ``reduction="mean"`` an elementwise loss (MSE, binary cross-entropy) is a mean
   over the example's outputs, so every term is the summed one divided by the
-  output width; a categorical loss has one term per example and is unchanged.
-  (It is *not* the batch-mean gradient's per-example share, which would carry an
-  extra ``1 / batch``.)
+  output size; a categorical loss has one term per example (per position of a
+  convolutional output) and is divided by the positions. (It is *not* the
+  batch-mean gradient's per-example share, which would carry an extra ``1 / batch``.)
 
-  How: ``backward(..., reduction="sum")`` gives every example's own
-  ``delta_k`` (a row of the batched delta, since examples do not interact), and
-  the batch-summed ``dL/dW_k = h_{k-1}^T delta_k`` taken per example is an outer
-  product, ``dW_k[i] = outer(h_{k-1}[i], delta_k[i])``: one
-  ``einsum("bi,bj->bij")`` per group, ``db_k[i] = delta_k[i]``. No batch of
-  single-example backward passes, and no layout copies.
+  How: ``backward(..., reduction="sum")`` gives every example's own delta (a row
+  of the batched delta, since examples do not interact), and each kind forms
+  the per-example parameter gradient from it: for a dense layer the outer
+  product ``dW_k[i] = outer(h_{k-1}[i], delta_k[i])``, one ``einsum`` per group,
+  ``db_k[i] = delta_k[i]``. No batch of single-example backward passes.
 
   Args:
     net: the network spec. Batch-normalised nets are refused: their batch
       statistics couple the examples, so an example has no gradient of its own.
     loss: a loss name or ``jaxbp.losses.Loss``.
     params: ``net.init(...)``-shaped parameters.
-    x: inputs ``(batch, sizes[0])``.
+    x: inputs.
     y: targets, the output's shape (or integer labels for categorical losses).
     reduction: ``"mean"`` or ``"sum"``, of each example's own loss.
 
@@ -255,35 +236,34 @@ def per_example_grads(net: MLP, loss, params, x, y, reduction: str = "mean"):
   >>> g[0].W.shape, g[0].b.shape
   ((5, 3, 4), (5, 4))
   """
-  if isinstance(net, ConvNet):
-    raise TypeError(f"per_example_grads: takes an MLP, got {net}; for a ConvNet use "
-                    "jax.vmap(jax.grad(objective(net, loss))) over batches of one.")
-  if net.batchnorm:
+  if any(getattr(group.kind, "couples_batch", False) for group in net.plan):
     raise ValueError(
         f"per_example_grads: {net} uses batchnorm=True, whose batch mean and variance "
         "couple the examples: an example's loss depends on every other example, so there "
         "is no per-example gradient. Use a net without batch norm (or jax.vmap(jax.grad) "
         "over batches of one, which normalises each example by itself).")
   loss = _losses.get(loss)
-  if reduction not in ("mean", "sum"):
-    raise ValueError(f"backprop: reduction must be 'mean' or 'sum', got {reduction!r}.")
+  _check_reduction(reduction)
   out = backward(net, loss, params, x, y, "sum", param_grads=False)
-  # Each example's loss term is a sum over its outputs, or one categorical term.
-  count = 1 if loss.categorical else net.sizes[-1]
+  # Each example's loss term is a sum over its outputs, or one categorical term
+  # per position.
+  shape = out.trace.h[-1].shape
+  count = math.prod(shape[1:-1] if loss.categorical else shape[1:])
   scale = 1.0 / count if reduction == "mean" else 1.0
+  entries = net.split_params(params)
   grads = []
-  for g, (p, h_in, d) in enumerate(zip(params, _nets.layer_inputs(net, x, out.trace),
-                                       out.deltas)):
+  for g, (p, h_in, z, d) in enumerate(zip(entries, net.layer_inputs(x, out.trace),
+                                          out.trace.z, out.deltas)):
     if scale != 1.0:
-      d = d * scale            # on the (batch, out) deltas, not the (batch, in, out) result
-    if net.is_stacked(g):
-      dW = jnp.einsum("lbi,lbj->blij", h_in, d)
-      db = jnp.swapaxes(d, 0, 1)
+      d = d * scale            # on the deltas, not on the (batch, in, out) result
+    kind = net.plan[g].kind
+    if net.is_tied(g):
+      grads.append(kind.tied_example_grads(h_in, p, z, d, net.entry(jnp.asarray(x))[1]))
+    elif net.is_stacked(g):
+      grads.append(jax.vmap(kind.example_grads, out_axes=1)(h_in, p, z, d))
     else:
-      dW = jnp.einsum("bi,bj->bij", h_in, d)
-      db = d
-    grads.append(Dense(dW, db if p.b is not None else None))
-  return tuple(grads)
+      grads.append(kind.example_grads(h_in, p, z, d))
+  return net.join_params(grads)
 
 
 # -- the seeds' other two forms ------------------------------------------------

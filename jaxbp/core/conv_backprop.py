@@ -1,4 +1,10 @@
-"""The hand-derived delta recursion of a :class:`jaxbp.core.convnets.ConvNet`.
+"""Convolution layer kinds and their hand-derived backward (:class:`jaxbp.ConvNet`).
+
+The forward convolution, its padding, the kernel flip of the transposed
+convolution and the kernel gradient live here with the kinds that use them:
+:class:`ConvKind`, and the two readouts that end a ConvNet, :class:`PoolReadout`
+(global average pool, then dense) and :class:`FlattenReadout` (every position
+and channel into one dense layer).
 
 Notation: one spatial axis of size N is written (several axes repeat the same
 steps axis by axis); ``u = 0 .. k-1`` runs over the taps, ``p = (k - 1) / 2``,
@@ -34,9 +40,12 @@ VALID correlation of ``hp`` with ``delta`` over space, summed over the batch:
 the input channel ``i`` as the batch axis; its output has ``N + 2 p - N + 1 =
 k`` positions, the taps. **Bias**: ``dL/db_l[o] = sum_{b, x} delta_l[b, x, o]``.
 
-**Readout** (``outputs=n``): ``z = m @ W + b`` with ``m[b, i] = (1 / |S|)
+**Pool readout** (``outputs=n``): ``z = m @ W + b`` with ``m[b, i] = (1 / |S|)
 sum_x h_L[b, x, i]`` over the |S| positions, so ``dL/dW = m^T delta``,
 ``dL/db = sum_b delta`` and ``dL/dh_L[b, x, i] = (delta W^T)[b, i] / |S|``.
+**Flatten readout**: ``z = flat(h_L) @ W + b`` with ``flat`` the row-major
+reshape ``(batch, |S| c_L)``, so ``dL/dW = flat(h_L)^T delta`` and
+``dL/dh_L = unflat(delta W^T)``.
 
 **Output.** ``delta`` of the output layer is ``dL/dh * phi_out'(z)``, fused to
 ``(p - y) / count`` for sigmoid + binary cross-entropy and softmax +
@@ -45,14 +54,54 @@ every position.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Tuple
 
 import jax
 import jax.numpy as jnp
 
-import jaxbp.core.losses as _losses
-from jaxbp.core.convnets import Conv, ConvNet, conv, global_average_pool, pad
-from jaxbp.core.layers import Dense
+import jaxbp.core.initializers as _init
+from jaxbp.core.kinds import DenseKind, check_bias, dense_grads, example_grads_by_vmap
+from jaxbp.core.layers import Conv, Dense
+
+PADDINGS = ("circular", "same")
+
+
+def dimension_numbers(ndim: int) -> jax.lax.ConvDimensionNumbers:
+  """Channels-last input and output, HWIO kernel, for ``ndim`` spatial axes."""
+  spatial = tuple(range(1, ndim + 1))
+  return jax.lax.ConvDimensionNumbers(lhs_spec=(0, ndim + 1) + spatial,
+                                      rhs_spec=(ndim + 1, ndim) + tuple(range(ndim)),
+                                      out_spec=(0, ndim + 1) + spatial)
+
+
+def pad(h, kernel: Tuple[int, ...], padding: str):
+  """``h`` (batch, *spatial, c) padded by ``(k - 1) / 2`` taps on each side of every
+  spatial axis: wrapped around for ``"circular"``, zeros for ``"same"``."""
+  widths = [(0, 0)] + [((k - 1) // 2, k // 2) for k in kernel] + [(0, 0)]
+  return jnp.pad(h, widths, mode="wrap" if padding == "circular" else "constant")
+
+
+def conv(h, W, padding: str):
+  """``conv(h, W)[b, x, o] = sum_{u, i} h[b, x + u - p, i] W[u, i, o]``, stride 1.
+
+  A VALID cross-correlation (``lax.conv_general_dilated``) of the padded input
+  (:func:`pad`), so the output has the input's spatial shape.
+  """
+  d = W.ndim - 2
+  return jax.lax.conv_general_dilated(pad(h, W.shape[:d], padding), W, (1,) * d, "VALID",
+                                      dimension_numbers=dimension_numbers(d))
+
+
+def channel_bias(b, ndim: int):
+  """A bias ``(c,)`` shaped to add to ``(batch, *spatial, c)`` under strict rank promotion."""
+  return b.reshape((1,) * (ndim + 1) + b.shape)
+
+
+def global_average_pool(h):
+  """The mean over the spatial axes: ``(batch, *spatial, c) -> (batch, c)``."""
+  return jnp.mean(h, axis=tuple(range(1, h.ndim - 1)))
 
 
 def flip_kernel(W):
@@ -83,75 +132,97 @@ def conv_kernel_grad(h, delta, padding: str, kernel):
                                       dimension_numbers=dims)
 
 
-def conv_layer_backward(net: ConvNet, g: int, p: Conv, h_in, z, g_out, param_grads: bool = True):
-  """One convolution layer, top to bottom: ``dL/dh_l -> (delta_l, grads, dL/dh_{l-1})``.
+@dataclasses.dataclass(frozen=True)
+class ConvKind:
+  """A stride-1 convolution ``z = conv(h, W) + b`` with odd kernel ``(k,) * ndim``.
 
-  For the output convolution ``g_out`` is delta itself. With
-  ``param_grads=False`` the gradients are None.
+  Its fan-in form is the kernel's, ``k^d c_in``: kernels are drawn by the
+  initializer's conv form (:func:`jaxbp.core.initializers.conv_weight`), a stack
+  one kernel per layer key.
   """
-  delta = g_out * net.phi.grad(z) if net.is_hidden(g) else g_out
-  grads = None
-  if param_grads:
-    dW = conv_kernel_grad(h_in, delta, net.padding, net.kernel)
-    db = jnp.sum(delta, axis=tuple(range(delta.ndim - 1))) if p.b is not None else None
-    grads = Conv(dW, db)
-  g_in = conv_input_grad(delta, p.W, net.padding)
-  if net.is_residual(g):
-    g_in = g_in + g_out       # the identity skip passes dL/dh_l straight down
-  return delta, grads, g_in
+  kernel: Tuple[int, ...]
+  padding: str = "circular"
+  bias: bool = True
+  params_type = Conv
 
-
-def readout_backward(p: Dense, h_in, delta, param_grads: bool = True):
-  """The pool-and-dense readout: ``delta -> (grads, dL/dh_L)``."""
-  m = global_average_pool(h_in)
-  grads = Dense(m.T @ delta, jnp.sum(delta, axis=0) if p.b is not None else None) \
-      if param_grads else None
-  g_m = delta @ p.W.T
-  positions = math.prod(h_in.shape[1:-1])
-  g_in = jnp.broadcast_to(g_m.reshape((g_m.shape[0],) + (1,) * (h_in.ndim - 2)
-                                      + g_m.shape[-1:]), h_in.shape) / positions
-  return grads, g_in
-
-
-def backward(net: ConvNet, loss, params, x, y, reduction: str = "mean",
-             param_grads: bool = True):
-  """The forward trace, then the recursion from the output back.
-
-  Returns ``(value, grads, deltas, trace)``: the loss, dL/dparams (the params'
-  pytree; Nones with ``param_grads=False``), ``delta_l = dL/dz_l`` aligned with
-  the params (stacked groups with a leading layer axis; the readout's
-  ``(batch, outputs)``) and the :class:`jaxbp.core.layers.Trace`.
-  """
-  loss = _losses.get(loss)
-  if reduction not in ("mean", "sum"):
-    raise ValueError(f"backprop: reduction must be 'mean' or 'sum', got {reduction!r}.")
-  tr = net.trace(params, x)
-  x = jnp.asarray(x)
-  value = loss.fn(tr.h[-1], y, reduction)
-  G = len(params)
-
-  def last(g):  # group g's output (a stack's last layer)
-    return tr.h[g][-1] if net.is_stacked(g) else tr.h[g]
-
-  g_h = _losses.output_delta(net.phi_out, loss, tr.z[-1], tr.h[-1], y, reduction)
-  grads, deltas = [None] * G, [None] * G
-  for g in reversed(range(G)):
-    h_in = x if g == 0 else last(g - 1)
-    if net.is_readout(g):
-      deltas[g] = g_h
-      grads[g], g_h = readout_backward(params[g], h_in, g_h, param_grads)
-    elif net.is_stacked(g):
-      # Layer l of the stack reads h_{l-1}: the group's input, then its own outputs.
-      h_ins = jnp.concatenate([h_in[None], tr.h[g][:-1]], axis=0)
-
-      def step(g_h, xs, g=g):
-        p, h_in, z = xs
-        delta, grads, g_in = conv_layer_backward(net, g, p, h_in, z, g_h, param_grads)
-        return g_in, (delta, grads)
-
-      g_h, (deltas[g], grads[g]) = jax.lax.scan(step, g_h, (params[g], h_ins, tr.z[g]),
-                                                reverse=True)
+  def init(self, initializer, w_key, b_key, lead, fan_in, fan_out, dtype):
+    shape = self.kernel + (fan_in, fan_out)
+    if lead:
+      keys = jax.random.split(w_key, lead[0])
+      W = jax.vmap(lambda k: _init.conv_weight(initializer, k, shape, dtype))(keys)
     else:
-      deltas[g], grads[g], g_h = conv_layer_backward(net, g, params[g], h_in, tr.z[g], g_h,
-                                                     param_grads)
-  return value, tuple(grads), tuple(deltas), tr
+      W = _init.conv_weight(initializer, w_key, shape, dtype)
+    b = initializer.bias(b_key, lead + (fan_out,), dtype) if self.bias else None
+    return Conv(W, b)
+
+  def check(self, p, lead, fan_in, fan_out):
+    want, got = lead + self.kernel + (fan_in, fan_out), jnp.shape(p.W)
+    if got != want:
+      ndim = len(self.kernel)
+      if len(got) != len(want):
+        why = (f"a kernel has layout {'(L, ' if lead else '('}k{', k' * (ndim - 1)}, "
+               f"c_in, c_out) (HWIO) for ndim={ndim}")
+      elif got[len(lead):-2] != self.kernel:
+        why = f"kernel_size={self.kernel[0]}"
+      else:
+        why = f"channels {fan_in} -> {fan_out}"
+      return f"W has shape {got}, expected {want}: {why}."
+    return check_bias(p, lead, fan_out, self.bias)
+
+  def forward(self, h, p, *, scale=None):
+    if scale is not None:
+      raise ValueError("backprop: a RowScale (scale=) is a dense-layer option; a "
+                       "convolution takes none.")
+    z = conv(h, p.W, self.padding)
+    return z if p.b is None else z + channel_bias(p.b, h.ndim - 2)
+
+  def backward(self, h_in, p, z, delta, *, scale=None, param_grads=True):
+    grads = None
+    if param_grads:
+      dW = conv_kernel_grad(h_in, delta, self.padding, self.kernel)
+      db = jnp.sum(delta, axis=tuple(range(delta.ndim - 1))) if p.b is not None else None
+      grads = Conv(dW, db)
+    return grads, conv_input_grad(delta, p.W, self.padding)
+
+  def example_grads(self, h_in, p, z, delta):
+    return example_grads_by_vmap(self, h_in, p, z, delta)
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolReadout(DenseKind):
+  """``z = mean_x h[:, x, :] @ W + b``: a global average pool, then a dense layer."""
+
+  def forward(self, h, p, *, scale=None):
+    return super().forward(global_average_pool(h), p, scale=scale)
+
+  def backward(self, h_in, p, z, delta, *, scale=None, param_grads=True):
+    grads, g_m = super().backward(global_average_pool(h_in), p, z, delta, scale=scale,
+                                  param_grads=param_grads)
+    positions = math.prod(h_in.shape[1:-1])
+    g_in = jnp.broadcast_to(g_m.reshape((g_m.shape[0],) + (1,) * (h_in.ndim - 2)
+                                        + g_m.shape[-1:]), h_in.shape) / positions
+    return grads, g_in
+
+  def example_grads(self, h_in, p, z, delta):
+    return super().example_grads(global_average_pool(h_in), p, z, delta)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlattenReadout(DenseKind):
+  """``z = flat(h) @ W + b``, ``flat`` the row-major ``(batch, positions * channels)``."""
+
+  def forward(self, h, p, *, scale=None):
+    return super().forward(h.reshape(h.shape[0], -1), p, scale=scale)
+
+  def backward(self, h_in, p, z, delta, *, scale=None, param_grads=True):
+    flat = h_in.reshape(h_in.shape[0], -1)
+    grads = dense_grads(flat, delta, p.b is not None) if param_grads else None
+    return grads, (delta @ p.W.T).reshape(h_in.shape)
+
+  def example_grads(self, h_in, p, z, delta):
+    return super().example_grads(h_in.reshape(h_in.shape[0], -1), p, z, delta)
+
+
+__all__ = ["PADDINGS", "ConvKind", "PoolReadout", "FlattenReadout", "conv", "pad",
+           "dimension_numbers", "channel_bias", "global_average_pool", "flip_kernel",
+           "conv_input_grad", "conv_kernel_grad", "Dense"]

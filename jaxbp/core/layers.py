@@ -1,12 +1,11 @@
-"""One layer of a network, and the containers its parameters and caches live in.
+"""The containers a network's parameters and caches live in.
 
 Row-vector convention, batch first (seed 002's ``X W``)::
 
     z = h @ W + b,    h_next = phi(z)      W: (in, out), h: (batch, in)
 
-:func:`layer_forward` is the only layer body in jaxbp: the MLP's ``apply`` and
-``trace``, the probed trace of :mod:`jaxbp.diagnostics` and the depth sweep's
-row-scaled nets all run it, and :mod:`jaxbp.backprop` differentiates it by hand.
+The layer bodies themselves are the layer kinds (:mod:`jaxbp.core.kinds`), run
+by the one family base (:mod:`jaxbp.core.base`).
 """
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ from typing import NamedTuple, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-import jaxbp.core.activations as _act
 
 
 class Dense(NamedTuple):
@@ -24,6 +22,17 @@ class Dense(NamedTuple):
   Attributes:
     W: weights, ``(in, out)``; ``(L, n, n)`` for a stack of L layers.
     b: biases, ``(out,)``; ``(L, n)`` for a stack; ``None`` when the net has no bias.
+  """
+  W: jax.Array
+  b: Optional[jax.Array]
+
+
+class Conv(NamedTuple):
+  """One stride-1 convolution ``z = conv(h, W) + b`` (or a stack, with a leading axis).
+
+  Attributes:
+    W: the kernel, ``(k, ..., k, c_in, c_out)`` (HWIO); ``(L, k, ..., k, c, c)`` stacked.
+    b: biases ``(c_out,)``, ``(L, c)`` stacked; None when the net has no bias.
   """
   W: jax.Array
   b: Optional[jax.Array]
@@ -79,44 +88,6 @@ class RowScale(NamedTuple):
   b: jax.Array
 
 
-def layer_forward(h, p, phi: _act.Activation, *, residual: bool = False,
-                  batchnorm_eps: Optional[float] = None, probe=None,
-                  scale: Optional[RowScale] = None):
-  """One layer: ``z = h @ W + b (+ probe)``, ``h_next = phi(z)`` (``+ h`` if residual).
-
-  The one layer body of jaxbp: ``MLP.apply``, ``MLP.trace``, the probed trace
-  of :mod:`jaxbp.diagnostics` and the depth sweep's row-scaled nets all run it.
-
-  Args:
-    h: the layer's input, ``(batch, in)``.
-    p: :class:`Dense` ``(W, b)`` (``b`` may be None), or :class:`BatchNormDense`
-      when ``batchnorm_eps`` is given: ``z = gamma * normalise(h @ W) + beta``.
-    phi: the activation.
-    residual: add the input back, ``h_next = h + phi(z)``.
-    batchnorm_eps: the variance floor of batch norm; None for a plain layer.
-    probe: an array added to z, or None: ``dL/dprobe = dL/dz = delta``.
-    scale: per-row factors (:class:`RowScale`), or None.
-
-  Returns:
-    ``(h_next, z)``.
-  """
-  if batchnorm_eps is not None:
-    if scale is not None:
-      raise ValueError("layer_forward: a RowScale does not commute with batch norm's "
-                       "statistics; use it on plain or residual layers.")
-    z = batch_norm(h @ p.W, p.gamma, p.beta, batchnorm_eps)
-  else:
-    u = h @ p.W
-    if scale is None:
-      z = u if p.b is None else u + p.b[None, :]
-    else:
-      z = scale.w * u if p.b is None else scale.w * u + scale.b * p.b[None, :]
-  if probe is not None:
-    z = z + probe
-  a = phi.fn(z)
-  return (h + a if residual else a), z
-
-
 def take_sample(p, select):
   """``p`` itself, or its sample ``select`` (every leaf indexed on its leading axis)."""
   return p if select is None else jax.tree_util.tree_map(lambda a: a[select], p)
@@ -139,20 +110,10 @@ def layer_stream(p, select=None):
 def layer_inputs(net, x, trace: Trace) -> Tuple[jax.Array, ...]:
   """Every layer's input ``h_{k-1}``, aligned with the params: ``x`` for the first,
   ``(L, batch, n)`` for a stacked group (its input, then its own outputs but the last).
-  What ``dL/dW_k = h_{k-1}^T delta_k`` multiplies."""
-  ins, h = [], jnp.asarray(x)
-  for g, hg in enumerate(trace.h):
-    ins.append(jnp.concatenate([h[None], hg[:-1]], axis=0) if net.is_stacked(g) else h)
-    h = hg[-1] if net.is_stacked(g) else hg
-  return tuple(ins)
+  What ``dL/dW_k = h_{k-1}^T delta_k`` multiplies (:meth:`jaxbp.core.base.Family.layer_inputs`)."""
+  return net.layer_inputs(x, trace)
 
 
 def unstack(params, net):
-  """Params as one ``Dense`` per layer (stacked groups split), for inspection."""
-  out = []
-  for g, p in enumerate(params):
-    if net.is_stacked(g):
-      out.extend(jax.tree_util.tree_map(lambda a: a[i], p) for i in range(p.W.shape[0]))
-    else:
-      out.append(p)
-  return tuple(out)
+  """Params as one entry per layer (stacked groups split), for inspection."""
+  return net.unstack(params)

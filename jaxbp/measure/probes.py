@@ -18,16 +18,15 @@ from jaxbp.core import losses as _losses
 from jaxbp.core import nets as _nets
 
 
-def zero_probes(net: _nets.MLP, x) -> Tuple[jax.Array, ...]:
-  """Zeros shaped like the pre-activations: ``(batch, out)`` per layer,
-  ``(L, batch, n)`` for a stacked group. The point at which to differentiate
-  :func:`probed_trace`."""
-  x = jnp.asarray(x)
-  return tuple(jnp.zeros(((n,) if net.is_stacked(g) else ()) + (x.shape[0], fo), x.dtype)
-               for g, (n, _, fo) in enumerate(net.groups))
+def zero_probes(net: _nets.Family, x) -> Tuple[jax.Array, ...]:
+  """Zeros shaped like the pre-activations of any family's trace: ``(batch, out)``
+  per dense layer, ``(batch, *spatial, c)`` per convolution, ``(L, batch, ...)``
+  for a stacked group, ``(T, batch, hidden)`` for a recurrent one. The point at
+  which to differentiate :func:`probed_trace`."""
+  return net.zero_probes(x)
 
 
-def probed_trace(net: _nets.MLP, params, x, probes) -> _nets.Trace:
+def probed_trace(net: _nets.Family, params, x, probes) -> _nets.Trace:
   """The forward pass of ``net.trace`` with ``z_k = h_{k-1} W_k + b_k + probes[k]``.
 
   With zero probes it is ``net.trace``; its derivative with respect to
@@ -35,7 +34,7 @@ def probed_trace(net: _nets.MLP, params, x, probes) -> _nets.Trace:
   under ``lax.scan``, their probes scanned alongside their params.
 
   Args:
-    net: a plain, residual or batch-norm :class:`jaxbp.MLP` (stacked or not).
+    net: any network family (:class:`jaxbp.MLP`, :class:`jaxbp.ConvNet`, :class:`jaxbp.RNN`).
     params: ``net.init(...)``-shaped parameters.
     x: inputs ``(batch, sizes[0])``.
     probes: :func:`zero_probes`-shaped additions to the pre-activations.
@@ -43,7 +42,7 @@ def probed_trace(net: _nets.MLP, params, x, probes) -> _nets.Trace:
   return net.trace(params, x, probes=probes)
 
 
-def autodiff_backward(net: _nets.MLP, loss, params, x, y,
+def autodiff_backward(net: _nets.Family, loss, params, x, y,
                       reduction: str = "mean") -> _backprop.Backward:
   """:func:`jaxbp.backprop.backward`, but every number from ``jax.value_and_grad``.
 
