@@ -27,7 +27,7 @@ Expectations are fixed-size composite Gauss-Legendre sums against the normal
 density, so everything is jnp: it jits and vmaps over sigma_w2 and sigma_b2. z = 0,
 where relu' jumps, is a panel edge, so E[relu'(z)^2] = 1/2 holds to round-off. (Not
 Gauss-Hermite: its nodes are too sparse near 0 to resolve sigmoid'(sqrt(q) z)^2 at
-the large q* of a critical sigmoid; see ``_rule``.)
+the large q* of a critical sigmoid; see :func:`jaxbp.theory.quadrature.normal_rule`.)
 
 References: Poole et al., "Exponential expressivity in deep neural networks through
 transient chaos", NeurIPS 2016. Schoenholz et al., "Deep information propagation",
@@ -53,10 +53,9 @@ import numpy as np
 from jax import lax
 
 from jaxbp.core import activations as _activations
+from jaxbp.theory import quadrature as _quadrature
 
 NUM_POINTS = 2048  # nodes of the z-rule: 256 panels x 8 Gauss-Legendre nodes on [-12, 12]
-_ORDER = 8         # Gauss-Legendre nodes per panel
-_Z_MAX = 12.0      # P(|z| > 12) ~ 4e-33: the truncated tails are below float64 round-off
 _ITERS = 100      # safeguarded Newton steps for a fixed point
 _START_HI, MAX_SIGMA_W2 = 20.0, 2.0 ** 16  # critical_sigma_w2's bracket grows from 20 to this
 
@@ -79,43 +78,21 @@ class DepthScales(NamedTuple):
   xi_grad: jax.Array
 
 
-@functools.lru_cache(maxsize=None)
 def _rule(num_points, dtype):
-  """Nodes z, weights w with sum_i w_i f(z_i) ~= E_{z ~ N(0,1)} f(z), in numpy.
-
-  Composite Gauss-Legendre against the normal density: [-12, 12] cut into an
-  even number of equal panels (so z = 0, where relu' jumps, is a panel edge and
-  no node sits on it), ``_ORDER`` nodes each, weights normalised to sum to 1.
-  Gauss-Hermite, the textbook choice, is exact for polynomials but spreads its
-  nodes ~0.3 apart near z = 0 at 100 nodes: for sigmoid at q* ~ 50 (the
-  critical sigmoid), phi'(sqrt(q) z)^2 is a bump ~0.2 wide in z, and 100
-  Hermite nodes gave chi_1 = 0.99997 where the integral is 1.052. Panels of
-  width 0.094 (the default) resolve features of phi down to ~2 / sqrt(q) in
-  z, i.e. q up to ~500 for the sigmoid's unit-scale bump; relu-like functions
-  (piecewise polynomial, kink at 0) are integrated to round-off at any q.
-  """
-  num_points = int(num_points)
-  if num_points < 2 * _ORDER or num_points % (2 * _ORDER):
-    raise ValueError(f"meanfield: num_points must be a positive multiple of {2 * _ORDER}, "
-                     f"got {num_points}.")
-  panels = num_points // _ORDER
-  t, v = np.polynomial.legendre.leggauss(_ORDER)
-  edges = np.linspace(-_Z_MAX, _Z_MAX, panels + 1)
-  half = (edges[1] - edges[0]) / 2
-  z = (((edges[:-1] + edges[1:]) / 2)[:, None] + half * t[None, :]).reshape(-1)
-  w = np.tile(half * v, panels) * np.exp(-z * z / 2)
-  return z.astype(dtype), (w / w.sum()).astype(dtype)
+  """The shared normal rule (:func:`jaxbp.theory.quadrature.normal_rule`) in ``dtype``."""
+  z, w = _quadrature.normal_rule(num_points)
+  return z.astype(dtype), w.astype(dtype)
 
 
 def _bivariate_points(num_points):
   # A product rule, a quarter of the nodes per axis: 512^2 by default (sigmoid: q <~ 30).
-  step = 2 * _ORDER
+  step = 2 * _quadrature.ORDER
   return max(step, (int(num_points) // 4) // step * step)
 
 
 def gaussian_expectation(f, q, num_points=NUM_POINTS):
   """E_{z ~ N(0,1)}[f(sqrt(q) z)], elementwise in q, by composite Gauss-Legendre
-  quadrature against the normal density (see ``_rule``).
+  quadrature against the normal density (:func:`jaxbp.theory.quadrature.normal_rule`).
 
   ``f`` must be elementwise. ``num_points`` is a multiple of 16.
 

@@ -7,30 +7,16 @@ The symbols are those of finite_width's docstring.
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-
-@functools.lru_cache(maxsize=None)
-def nodes(num_points):
-  """meanfield's rule (composite Gauss-Legendre against the normal density on [-12, 12],
-  8 nodes a panel, z = 0 a panel edge), as numpy nodes and weights: here every
-  integrand of a layer is summed in one pass, which keeps the compiled program small."""
-  panels = int(num_points) // 8
-  t, v = np.polynomial.legendre.leggauss(8)
-  edges = np.linspace(-12.0, 12.0, panels + 1)
-  half = (edges[1] - edges[0]) / 2
-  z = ((edges[:-1] + edges[1:]) / 2)[:, None] + half * t[None, :]
-  w = half * v[None, :] * np.exp(-z * z / 2)
-  return z.ravel(), (w / w.sum()).ravel()
+from jaxbp.theory import quadrature as _quadrature
 
 
 def expect(fns, q, n_pts):
-  """[E f(sqrt(q) z) for f in fns] for a scalar q, in one pass over the nodes."""
-  z, w = nodes(n_pts)
+  """[E f(sqrt(q) z) for f in fns] for a scalar q, in one pass over meanfield's nodes
+  (every integrand of a layer at once, which keeps the compiled program small)."""
+  z, w = _quadrature.normal_rule(n_pts)
   u = jnp.sqrt(q) * jnp.asarray(z, q.dtype)
   return jnp.stack([f(u) for f in fns]) @ jnp.asarray(w, q.dtype)
 
@@ -70,7 +56,7 @@ def pair(act, s, b, lay, c, n_pts):
   correlation down, E[a^a a^b] / E[a]^2, and the next layer's correlation.
 
   A product rule: u_1 = sqrt(q) z_1, u_2 = c u_1 + sqrt((1 - c^2) q) z_2."""
-  z, w = (jnp.asarray(x, lay["q"].dtype) for x in nodes(n_pts))
+  z, w = (jnp.asarray(x, lay["q"].dtype) for x in _quadrature.normal_rule(n_pts))
   tiny = jnp.finfo(lay["q"].dtype).tiny
   q, A, B = lay["q"], jnp.maximum(lay["A"], tiny), lay["B"]
   qn = jnp.maximum(lay["q_next"], tiny)

@@ -27,18 +27,11 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbp.theory import quadrature as _quadrature
+
 _S_MAX = 6.0
 _S_STEPS = 48
 _DX = 0.2   # grid step in x = ln t at large s; cubic interpolation of ln L: h to ~2e-4
-
-
-def _rule(panels=256, z_max=12.0):
-  t, v = np.polynomial.legendre.leggauss(8)
-  edges = np.linspace(-z_max, z_max, panels + 1)
-  half = (edges[1] - edges[0]) / 2
-  z = ((edges[:-1] + edges[1:]) / 2)[:, None] + half * t[None, :]
-  w = half * v[None, :] * np.exp(-z * z / 2)
-  return z.ravel(), (w / w.sum()).ravel()
 
 
 def _cubic(x, y, xq):
@@ -53,7 +46,7 @@ def _cubic(x, y, xq):
 
 def _moments(batch, s):
   """(E ln Y, Var ln Y) for Y = mean of ``batch`` i.i.d. exp(s Z), by Frullani's integral."""
-  z, w = _rule()
+  z, w = _quadrature.normal_rule(2048)
   dx = min(_DX, 0.02 + 0.06 * s)   # finer where h ~ s^2 / B is small (and the grid short)
   # 1 - L(t) ~ t E[Y] = t e^{s^2/2} below; L(t) ~ Phi(-ln t / s)^B above.
   x = np.arange(-s * s / 2 - 20.0, 5.0 + 4.0 * s + dx, dx)
