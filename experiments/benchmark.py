@@ -6,34 +6,44 @@
                                                    # the throughput table alone (README's)
 
 writes ``results.json``, ``results.md`` and ``config.json`` into ``--out``;
-what is measured is described in :mod:`jaxbp.studies.benchmark`.
+what is measured is described in the top-level ``benchmarks`` package (beside
+``jaxbp``, not installed with it). The committed run is in
+``experiments/results/benchmark/``.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
+import sys
 
-from jaxbp.studies import benchmark
+# benchmarks/ sits beside jaxbp/ in the checkout and is not installed: import it from there.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import benchmarks  # noqa: E402  (after the path above)
+from jaxbp.studies import cli  # noqa: E402
 
 
-def parse(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", required=True,
-                      help="output directory (results.json, results.md, config.json)")
-  parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (< 60 s)")
-  parser.add_argument("--sections", nargs="+", choices=benchmark.SECTIONS,
-                      help=f"default: {' '.join(benchmark.DEFAULT_SECTIONS)} (--quick: all)")
-  parser.add_argument("--repeats", type=int, help="timed repeats per in-process measurement")
-  parser.add_argument("--rounds", type=int, help="rounds of the processes section")
+def parse(argv=None):
+  parser = cli.parser(__doc__, "output directory (results.json, results.md, config.json)")
+  full, quick = benchmarks.Config(), benchmarks.quick()
+  default = lambda f: f"(default {getattr(full, f)}; --quick {getattr(quick, f)})"
+  parser.add_argument("--quick", action="store_true",
+                      help="tiny sizes, few repeats, every section (< 60 s)")
+  parser.add_argument("--sections", nargs="+", choices=benchmarks.SECTIONS,
+                      help=f"default: {' '.join(benchmarks.DEFAULT_SECTIONS)} (--quick: all)")
+  parser.add_argument("--repeats", type=int,
+                      help="timed repeats per in-process measurement " + default("repeats"))
+  parser.add_argument("--rounds", type=int,
+                      help="rounds of the processes section " + default("process_rounds"))
   parser.add_argument("--window", type=float,
-                      help="seconds of timed steps per process (processes section)")
+                      help="seconds of timed steps per process, processes section "
+                           + default("process_window_s"))
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
-  return parser.parse_args(argv)
+  return parser, parser.parse_args(argv)
 
 
-def config_from(args: argparse.Namespace) -> benchmark.Config:
-  config = benchmark.quick() if args.quick else benchmark.Config()
+def config_from(args) -> benchmarks.Config:
+  config = benchmarks.quick() if args.quick else benchmarks.Config()
   overrides = {"torch": not args.no_torch}
   for arg, field in (("sections", "sections"), ("repeats", "repeats"),
                      ("rounds", "process_rounds"), ("window", "process_window_s")):
@@ -44,15 +54,13 @@ def config_from(args: argparse.Namespace) -> benchmark.Config:
 
 
 def main(argv=None) -> None:
-  args = parse(argv)
-  try:
-    config = config_from(args)
-  except ValueError as e:
-    raise SystemExit(f"benchmark.py: {e}") from None
-  res = benchmark.run(config, args.out)
+  parser, args = parse(argv)
+  config = cli.config_or_exit(parser, lambda: config_from(args), args.out)
+  res = benchmarks.run(config, args.out)
   print((pathlib.Path(args.out) / "results.md").read_text())
   missed = [t["target"] for t in res["targets"] if not t["met"]]
   print(f"{len(res['targets']) - len(missed)} of {len(res['targets'])} targets met.")
+  print(f"Results: {pathlib.Path(args.out).resolve()}/results.md, results.json")
 
 
 if __name__ == "__main__":

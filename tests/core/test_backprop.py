@@ -94,6 +94,7 @@ def _cases():
 CASES = list(dict.fromkeys(_cases(), None))
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("activation,loss_case,depth,bias,stack", CASES)
 def test_hand_recursion_matches_autodiff(activation, loss_case, depth, bias, stack):
   loss, out_act = loss_case
@@ -126,6 +127,7 @@ FD_CASES = [
 ]
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("activation,loss_case,depth", FD_CASES)
 def test_hand_recursion_matches_finite_differences(activation, loss_case, depth):
   loss, out_act = loss_case
@@ -150,6 +152,7 @@ def test_hand_recursion_matches_finite_differences(activation, loss_case, depth)
     assert e.max_abs_error <= RTOL_FD * scale + roundoff, gradcheck.report(g_hand, g_fd)
 
 
+@pytest.mark.device
 def test_deltas_are_dloss_dz():
   # Independent definition of delta_k: add a zero probe to z_k and differentiate
   # with respect to the probe.

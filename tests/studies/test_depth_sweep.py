@@ -154,6 +154,7 @@ def test_overflow_is_recorded_not_raised(tmp_path):
   assert "overflow at layer" in open(tmp_path / "report.md").read()
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("activation", ("tanh", "relu"))
 @pytest.mark.parametrize("weights", ("gaussian", "orthogonal"))
 def test_row_stacked_program_equals_measure_per_configuration(activation, weights):

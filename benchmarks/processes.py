@@ -3,7 +3,7 @@
 Two frameworks timed in one process share its cores and its thread pools, and
 the ratio measured there says more about that contention than about either
 (issue #15: 0.94-1.04x in one process, 1.5-2.2x apart). Here each (method,
-size) point is a separate ``python -m jaxbp.studies.benchmark.child`` run with
+size) point is a separate ``python -m benchmarks.child`` run with
 the environment as the user has it; the child also times the machine's matmul
 ceiling, so each point's "% of matmul" uses a ceiling measured minutes, not
 hours, away. Rounds repeat the whole grid; within a round each size runs its
@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import statistics
 import subprocess
 import sys
 from typing import Callable, Iterable, List, Sequence, Tuple
 
-import jaxbp
-from jaxbp.studies.benchmark.config import Config
+import benchmarks.common as common
+from benchmarks.config import Config
 
-CHILD_MODULE = "jaxbp.studies.benchmark.child"
+CHILD_MODULE = "benchmarks.child"
 AUTODIFF, HAND = "jaxbp autodiff", "jaxbp hand recursion"
 # (name, numerator method, denominator method): time of the first over time of the second,
 # so a value above 1 is jaxbp autodiff's speedup (or, for hand, its slowdown).
@@ -52,15 +51,11 @@ def child_command(method: str, width: int, batch: int, config: Config) -> List[s
 
 def run_child(method: str, width: int, batch: int, config: Config) -> dict:
   """One point in a fresh process; a failure or timeout is returned as ``{"skipped": why}``."""
-  env = dict(os.environ)
-  # The child imports jaxbp from this checkout even when it is not installed;
-  # nothing else of the user's environment is changed.
-  root = str(pathlib.Path(jaxbp.__file__).resolve().parents[1])
-  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
   base = {"method": method, "width": width, "batch": batch}
   try:
     proc = subprocess.run(child_command(method, width, batch, config), capture_output=True,
-                          text=True, env=env, timeout=config.process_timeout_s)
+                          text=True, env=common.child_env(),
+                          timeout=config.process_timeout_s)
   except subprocess.TimeoutExpired:
     return dict(base, skipped=f"failed: over the {config.process_timeout_s:.0f} s timeout")
   if proc.returncode != 0:

@@ -1,10 +1,10 @@
 """Section 3's child process: the extra resident memory of one gradient step per spec.
 
-    python -m jaxbp.studies.benchmark.memory_child '[{"variant": "autodiff, scan",
+    python -m benchmarks.memory_child '[{"variant": "autodiff, scan",
         "depth": 10, "width": 32, "batch": 16}]'
 
 prints one JSON list, a record per spec, on its last line of output. The
-section (:mod:`jaxbp.studies.benchmark.memory`) starts it; nothing imports this
+section (:mod:`benchmarks.memory`) starts it; nothing imports this
 module at package import, so running it with ``-m`` loads it only once.
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.core.nets import Dense, objective
-import jaxbp.studies.benchmark.common as common
-import jaxbp.studies.benchmark.memory as memory
-import jaxbp.studies.benchmark.timing as timing
+import benchmarks.common as common
+import benchmarks.memory as memory
+import benchmarks.timing as timing
 
 try:
   from jax.ad_checkpoint import saved_residuals
@@ -83,7 +83,7 @@ def measure_step(spec: dict) -> dict:
 
   Args:
     spec: ``{"variant", "depth", "width", "batch"}``, a variant from
-      :data:`jaxbp.studies.benchmark.memory.MEMORY_VARIANTS`.
+      :data:`benchmarks.memory.MEMORY_VARIANTS`.
   """
   variant, depth, width, batch = spec["variant"], spec["depth"], spec["width"], spec["batch"]
   net, grad_fn = memory.grad_program(variant, depth, width, batch)

@@ -11,8 +11,8 @@ import time
 import jax
 
 from jaxbp.core.nets import objective
-import jaxbp.studies.benchmark.common as common
-from jaxbp.studies.benchmark.config import Config
+import benchmarks.common as common
+from benchmarks.config import Config
 
 COMPILE_VARIANTS = {"unrolled": dict(stack=False), "scan": dict(stack=True),
                     "scan + remat": dict(stack=True, remat=True)}

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 
 from jaxbp.core import backprop
 from jaxbp.core.nets import objective
-import jaxbp.studies.benchmark.common as common
-import jaxbp.studies.benchmark.timing as timing
-from jaxbp.studies.benchmark.config import Config
+import benchmarks.common as common
+import benchmarks.timing as timing
+from benchmarks.config import Config
 
 PER_EXAMPLE_LIB = "backprop.per_example_grads (hand deltas + einsum)"
 

@@ -17,10 +17,10 @@ import numpy as np
 
 from jaxbp.core import backprop
 from jaxbp.core.nets import objective
-import jaxbp.studies.benchmark.baselines as baselines
-import jaxbp.studies.benchmark.common as common
-import jaxbp.studies.benchmark.timing as timing
-from jaxbp.studies.benchmark.config import Config
+import benchmarks.baselines as baselines
+import benchmarks.common as common
+import benchmarks.timing as timing
+from benchmarks.config import Config
 
 MATMUL = "large matmul (ceiling)"
 SHAPE_MATMUL = "one matmul of the step's shape"

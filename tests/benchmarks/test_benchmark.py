@@ -1,4 +1,4 @@
-"""jaxbp.studies.benchmark: a quick run writes every section; every baseline gets the same gradient.
+"""benchmarks: a quick run writes every section; every baseline gets the same gradient.
 
 The timings themselves are not asserted (a shared CI machine makes them
 noise); what is asserted is that every section and target is there, that every
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import jaxbp
-from jaxbp.studies import benchmark
-from jaxbp.studies.benchmark import baselines, child, common, memory, methods, processes, timing
-from jaxbp.studies.benchmark.config import PROCESS_METHODS, Grid
+import benchmarks as benchmark
+from benchmarks import baselines, child, common, memory, methods, processes, timing
+from benchmarks.config import PROCESS_METHODS, Grid
 
 F32_RTOL = 1e-4     # float32 gradients of depth-3 nets, different summation orders
 
@@ -173,8 +173,8 @@ def test_config_normalises_lists_and_grids():
 
 def test_import_sets_no_environment_thread_count_or_jax_option():
   code = ("import os, jax; env = dict(os.environ); x64 = jax.config.jax_enable_x64\n"
-          "import jaxbp.studies.benchmark, jaxbp.studies.benchmark.memory_child\n"
-          "import jaxbp.studies.benchmark.child\n"
+          "import benchmarks, benchmarks.memory_child\n"
+          "import benchmarks.child\n"
           "assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items())\n"
           "assert jax.config.jax_enable_x64 == x64\n"
           "import sys; assert not {'torch', 'flax', 'equinox'} & set(sys.modules)")
@@ -382,7 +382,7 @@ def test_parent_aggregates_medians_spreads_and_ratios_over_rounds():
 def test_child_command_passes_the_config():
   config = benchmark.quick(depth=4, matmul_n=64, process_window_s=0.5, seed=3)
   cmd = processes.child_command("torch.compile", 16, 8, config)
-  assert cmd[1:6] == ["-m", "jaxbp.studies.benchmark.child", "torch.compile", "16", "8"]
+  assert cmd[1:6] == ["-m", "benchmarks.child", "torch.compile", "16", "8"]
   args = child.parse(cmd[3:])
   assert (args.depth, args.matmul_n, args.window, args.seed) == (4, 64, 0.5, 3)
 

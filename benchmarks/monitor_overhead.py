@@ -22,9 +22,9 @@ import optax
 from jaxbp.core.nets import objective
 from jaxbp.measure.monitor import monitor
 from jaxbp.train import training
-import jaxbp.studies.benchmark.methods as methods
-import jaxbp.studies.benchmark.timing as timing
-from jaxbp.studies.benchmark.config import Config
+import benchmarks.methods as methods
+import benchmarks.timing as timing
+from benchmarks.config import Config
 
 PAIRS = (("monitored step", "plain step"),
          ("fit, monitor=True (per step)", "fit (per step)"),

@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.studies import depth_sweep as sw
-import jaxbp.studies.benchmark.baselines as baselines
-import jaxbp.studies.benchmark.common as common
-import jaxbp.studies.benchmark.timing as timing
-from jaxbp.studies.benchmark.config import Config, Grid
+import benchmarks.baselines as baselines
+import benchmarks.common as common
+import benchmarks.timing as timing
+from benchmarks.config import Config, Grid
 
 
 def setup(grid: Grid):

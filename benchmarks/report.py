@@ -1,9 +1,9 @@
 """The benchmark's report: issues #6's and #15's targets, met or missed, and results.md."""
 from __future__ import annotations
 
-import jaxbp.studies.benchmark.report_processes as report_processes
-from jaxbp.studies.benchmark.monitor_overhead import monitor_md
-from jaxbp.studies.benchmark.throughput import MATMUL, SHAPE_MATMUL
+import benchmarks.report_processes as report_processes
+from benchmarks.monitor_overhead import monitor_md
+from benchmarks.throughput import MATMUL, SHAPE_MATMUL
 
 
 def _target(name, measured, threshold, met, note=""):

@@ -2,30 +2,27 @@
 
 Variants (all stacked tanh nets): plain autodiff under ``lax.scan``, per-layer
 remat, block remat (``MLP(remat=k)``) and the hand recursion. Each point runs in
-``python -m jaxbp.studies.benchmark.memory_child`` (see that module for what is
+``python -m benchmarks.memory_child`` (see that module for what is
 measured), so that no earlier allocation of this process hides its peak.
 """
 from __future__ import annotations
 
 import functools
 import json
-import os
-import pathlib
 import subprocess
 import sys
 
 import jax
 
-import jaxbp
 from jaxbp.core import backprop
 from jaxbp.core.nets import objective
-import jaxbp.studies.benchmark.common as common
-import jaxbp.studies.benchmark.timing as timing
-from jaxbp.studies.benchmark.config import Config
+import benchmarks.common as common
+import benchmarks.timing as timing
+from benchmarks.config import Config
 
 MEMORY_VARIANTS = ("autodiff, scan", "autodiff, scan + remat", "autodiff, scan + block remat",
                    "hand recursion, scan")
-CHILD_MODULE = "jaxbp.studies.benchmark.memory_child"
+CHILD_MODULE = "benchmarks.memory_child"
 # The very deep point (Config.memory_deep): only the remat variants fit its memory.
 DEEP_VARIANTS = ("autodiff, scan + block remat", "autodiff, scan + remat")
 
@@ -81,13 +78,10 @@ def memory_estimate(variant: str, depth: int, width: int, batch: int) -> int:
 
 def run_child(specs, timeout_s: float) -> list:
   """Measures ``specs`` in one fresh Python process, in order; a failure is recorded per spec."""
-  env = dict(os.environ)
-  # The child imports jaxbp from this checkout even when it is not installed.
-  root = str(pathlib.Path(jaxbp.__file__).resolve().parents[1])
-  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
   try:
     proc = subprocess.run([sys.executable, "-m", CHILD_MODULE, json.dumps(specs)],
-                          capture_output=True, text=True, env=env, timeout=timeout_s)
+                          capture_output=True, text=True, env=common.child_env(),
+                          timeout=timeout_s)
   except subprocess.TimeoutExpired:
     return [{"skipped": f"skipped: over the {timeout_s:.0f} s timeout"}] * len(specs)
   if proc.returncode == -9:

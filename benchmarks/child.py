@@ -1,9 +1,9 @@
 """The processes section's child: one method's gradient step, timed alone in a fresh process.
 
-    python -m jaxbp.studies.benchmark.child "jaxbp autodiff" 256 128 --depth 10 \\
+    python -m benchmarks.child "jaxbp autodiff" 256 128 --depth 10 \\
         --window 2 --ceiling-window 1 --matmul-n 2048
 
-builds one of :data:`jaxbp.studies.benchmark.methods.METHODS` for the tanh MLP
+builds one of :data:`benchmarks.methods.METHODS` for the tanh MLP
 (``depth`` hidden layers, in = width = out, MSE, float32), checks its gradient
 against a float64 NumPy reference, and times it:
 
@@ -27,31 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 
 import jax
-import numpy as np
 
-import jaxbp.studies.benchmark.common as common
-import jaxbp.studies.benchmark.methods as methods
-import jaxbp.studies.benchmark.timing as timing
+import benchmarks.common as common
+import benchmarks.methods as methods
+import benchmarks.timing as timing
 
-MIN_CALLS = 3
-
-
-def time_window(fn, window: float, min_calls: int = MIN_CALLS) -> dict:
-  """Per-call seconds of ``fn`` (each result waited for) over at least ``window`` seconds."""
-  samples = []
-  start = time.perf_counter()
-  while len(samples) < min_calls or time.perf_counter() - start < window:
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    samples.append(time.perf_counter() - t0)
-  q = np.percentile(samples, [10, 90])
-  return {"median_s": statistics.median(samples), "min_s": min(samples), "max_s": max(samples),
-          "p10_s": float(q[0]), "p90_s": float(q[1]), "calls": len(samples),
-          "window_s": time.perf_counter() - start}
+MIN_CALLS = timing.MIN_CALLS
 
 
 def threads(method: str):
@@ -79,15 +63,13 @@ def measure(method: str, width: int, batch: int, depth: int = 10, window: float 
              max_rel_err=common.max_rel_err(methods.reference_grads(params, x, y), flat(grads)))
   del grads
   for _ in range(warmup):
-    jax.block_until_ready(step())
-  out.update(time_window(step, window))
+    timing.wait(step())
+  out.update(timing.time_window(step, window))
   flops = timing.step_flops(net.sizes, batch)
   out.update(step_flops=flops, gflops=flops / out["median_s"] / 1e9, threads=threads(method))
   matmul, matmul_flops = timing.matmul(matmul_n)
-  t0 = time.perf_counter()
-  jax.block_until_ready(matmul())
-  first = time.perf_counter() - t0
-  ceiling = time_window(matmul, ceiling_window)
+  first = timing.call_seconds(matmul)      # compiles: its own figure, not in the window
+  ceiling = timing.time_window(matmul, ceiling_window)
   ceiling.update(n=matmul_n, first_call_s=first,
                  gflops=matmul_flops / ceiling["median_s"] / 1e9)
   out.update(matmul=ceiling, fraction_of_matmul=out["gflops"] / ceiling["gflops"],

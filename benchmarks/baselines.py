@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from jaxbp.core.nets import unstack
-from jaxbp.studies.benchmark.config import Config
+from benchmarks.config import Config
 
 
 def load_torch():

@@ -1,8 +1,8 @@
 """results.md's tables and issue #15's targets for the "processes" and "profile" sections."""
 from __future__ import annotations
 
-from jaxbp.studies.benchmark.methods import LABELLED
-from jaxbp.studies.benchmark.processes import AUTODIFF
+from benchmarks.methods import LABELLED
+from benchmarks.processes import AUTODIFF
 
 # (target text, ratio name, threshold): the ratio of medians must reach the threshold at
 # every size (speedups) or stay under it (the hand recursion's time).
@@ -71,7 +71,7 @@ def processes_md(sec: dict) -> list:
   labelled = ", ".join(f"*{m}*" for m in LABELLED if m in sec["methods"])
   lines = ["## 1. Gradient step throughput, each method in its own process", "",
            f"tanh MLP, MSE, depth {sec['depth']} (in = width = out), float32. Every (method, "
-           "size) point is a fresh `python -m jaxbp.studies.benchmark.child` process with the "
+           "size) point is a fresh `python -m benchmarks.child` process with the "
            f"environment as the user has it (OMP_WAIT_POLICY: {sec['omp_wait_policy']}); it "
            f"times steps for {sec['window_s']:g} s after warm-up (median per step), then a "
            f"jitted {sec['matmul_n']}² float32 matmul, the ceiling, for "

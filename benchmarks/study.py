@@ -10,17 +10,17 @@ import time
 
 from jaxbp import io as _io
 from jaxbp.studies import driver
-import jaxbp.studies.benchmark.report as report
-import jaxbp.studies.benchmark.timing as timing
-from jaxbp.studies.benchmark.compile_time import compile_times
-from jaxbp.studies.benchmark.config import Config
-from jaxbp.studies.benchmark.memory import peak_memory
-from jaxbp.studies.benchmark.monitor_overhead import monitor_overhead
-from jaxbp.studies.benchmark.per_example import per_example
-from jaxbp.studies.benchmark.processes import processes
-from jaxbp.studies.benchmark.profile import profile
-from jaxbp.studies.benchmark.sweep_grid import sweep
-from jaxbp.studies.benchmark.throughput import throughput
+import benchmarks.report as report
+import benchmarks.timing as timing
+from benchmarks.compile_time import compile_times
+from benchmarks.config import Config
+from benchmarks.memory import peak_memory
+from benchmarks.monitor_overhead import monitor_overhead
+from benchmarks.per_example import per_example
+from benchmarks.processes import processes
+from benchmarks.profile import profile
+from benchmarks.sweep_grid import sweep
+from benchmarks.throughput import throughput
 
 SECTION_FUNCTIONS = {"processes": processes, "profile": profile, "monitor": monitor_overhead,
                      "throughput": throughput,

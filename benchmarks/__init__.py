@@ -1,8 +1,18 @@
 """Speed, compile time and memory of jaxbp's gradients, beside PyTorch and NumPy.
 
-    from jaxbp.studies import benchmark
-    benchmark.run(benchmark.Config(), "runs/benchmark")        # the full run
-    benchmark.run(benchmark.quick(), "/tmp/bench")             # tiny sizes, < 60 s
+The benchmark harness sits beside the package, not in it (as jax's and flax's
+own ``benchmarks/`` do): it imports torch, flax and equinox, which jaxbp does
+not need, and the wheel (``include = ["jaxbp*"]``) leaves it out. From the
+repository root::
+
+    python experiments/benchmark.py --out runs/benchmark          # the full run
+    python experiments/benchmark.py --out /tmp/bench --quick      # tiny sizes, < 60 s
+
+or, in Python with the root on ``sys.path``::
+
+    import benchmarks
+    benchmarks.run(benchmarks.Config(), "runs/benchmark")
+    benchmarks.run(benchmarks.quick(), "/tmp/bench")
 
 writes ``results.json`` (every number), ``results.md`` (the tables, with the
 machine: CPU, cores, jax / jaxlib / torch / numpy versions, device) and
@@ -13,7 +23,7 @@ machine: CPU, cores, jax / jaxlib / torch / numpy versions, device) and
    depth 10; batch 128 and 1024; float32) by jaxbp's ``jit(grad(objective))``
    and hand recursion, flax.linen, equinox, raw JAX, a NumPy backprop, PyTorch
    eager (default threads; one thread as a labelled extra row) and
-   torch.compile, each point a fresh ``python -m jaxbp.studies.benchmark.child``
+   torch.compile, each point a fresh ``python -m benchmarks.child``
    with the user's environment, which also times a jitted matmul, the ceiling.
    Rounds alternate the methods; medians and min-max over rounds, ratios of
    medians, first-call (compile) times apart. A step is ``6 * batch * sum(in *
@@ -41,11 +51,11 @@ their spread, not the absolute times.
 The baselines run as their users get them: importing this package sets no
 environment variable, thread count or JAX option.
 """
-from jaxbp.studies.benchmark.config import DEFAULT_SECTIONS
-from jaxbp.studies.benchmark.config import SECTIONS
-from jaxbp.studies.benchmark.config import Config
-from jaxbp.studies.benchmark.config import Grid
-from jaxbp.studies.benchmark.config import quick
-from jaxbp.studies.benchmark.study import run
+from benchmarks.config import DEFAULT_SECTIONS
+from benchmarks.config import SECTIONS
+from benchmarks.config import Config
+from benchmarks.config import Grid
+from benchmarks.config import quick
+from benchmarks.study import run
 
 __all__ = ("DEFAULT_SECTIONS", "SECTIONS", "Config", "Grid", "quick", "run")

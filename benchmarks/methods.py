@@ -29,8 +29,8 @@ import numpy as np
 
 from jaxbp.core import backprop
 from jaxbp.core.nets import objective
-import jaxbp.studies.benchmark.baselines as baselines
-import jaxbp.studies.benchmark.common as common
+import benchmarks.baselines as baselines
+import benchmarks.common as common
 
 METHODS = ("jaxbp autodiff", "jaxbp hand recursion", "flax.linen", "equinox", "raw jax",
            "numpy (seed 002)", "torch eager", "torch eager, 1 thread", "torch.compile")

@@ -1,6 +1,9 @@
-"""What every section shares: the benchmark's nets and data, error checks, HLO op counts."""
+"""What every section shares: the benchmark's nets and data, error checks, HLO op counts,
+and the environment of the child processes."""
 from __future__ import annotations
 
+import os
+import pathlib
 import re
 
 import jax
@@ -10,6 +13,21 @@ import numpy as np
 from jaxbp.core.nets import MLP, Dense
 
 F32 = jnp.float32
+# The checkout that holds ``benchmarks/`` (and ``jaxbp/``): the benchmark lives
+# outside the installed package, so a child process finds it only from here.
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def child_env() -> dict:
+  """The user's environment for a child process, with :data:`ROOT` first on ``PYTHONPATH``.
+
+  ``python -m benchmarks.child`` then imports ``benchmarks`` (and ``jaxbp``) from
+  this checkout from any working directory, even when jaxbp is not installed;
+  nothing else of the environment is changed (thread counts stay the user's).
+  """
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+  return env
 
 
 def net(width: int, depth: int, **kwargs) -> MLP:

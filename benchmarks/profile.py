@@ -24,9 +24,9 @@ import jax
 
 from jaxbp.core import backprop
 from jaxbp.core.nets import objective
-import jaxbp.studies.benchmark.methods as methods
-import jaxbp.studies.benchmark.timing as timing
-from jaxbp.studies.benchmark.config import Config
+import benchmarks.methods as methods
+import benchmarks.timing as timing
+from benchmarks.config import Config
 
 
 def noop(params, x, y):

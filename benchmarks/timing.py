@@ -1,8 +1,12 @@
-"""The benchmark's measuring tools: timers, flop counts, peak memory, the machine.
+"""The benchmark's measuring tools: the one timer, flop counts, peak memory, the machine.
 
-Timings are medians over repeats, after warm-up, with every result waited for
-(``jax.block_until_ready``): JAX dispatches asynchronously, so a timer that does
-not wait measures the dispatch, not the computation. Competing methods are timed
+The benchmark, its child processes and the accelerator check
+(``experiments/accelerator_check.py``) all time with :func:`call_seconds`, in a
+window (:func:`time_window`, one process per method) or round-robin
+(:func:`time_interleaved`, methods sharing a process). Timings are medians over
+repeats, after warm-up, with every result waited for (``jax.block_until_ready``):
+JAX dispatches asynchronously, so a timer that does not wait measures the
+dispatch, not the computation. Competing methods in one process are timed
 *interleaved* (one repeat of each in turn) so that load from other processes on
 a shared machine falls on all of them alike and their ratios stay meaningful.
 
@@ -31,6 +35,9 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
+# The fewest calls a timed window makes, however long each takes.
+MIN_CALLS = 3
+
 
 def step_flops(sizes: Sequence[int], batch: int) -> int:
   """Flops of one gradient step of an MLP: ``6 * batch * sum_k in_k * out_k``.
@@ -42,18 +49,45 @@ def step_flops(sizes: Sequence[int], batch: int) -> int:
   return 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def _block(out):
-  # Waits for JAX arrays; torch (CPU eager) and numpy results are already done.
+def wait(out):
+  """``out`` once computed: JAX arrays are waited for; torch (CPU eager) and NumPy
+  results are computed already."""
   jax.block_until_ready(out)
   return out
 
 
-def _calibrate(fn: Callable, min_time: float) -> int:
-  """How many calls make one repeat last at least ``min_time`` seconds."""
+def call_seconds(fn: Callable, number: int = 1) -> float:
+  """Mean seconds per call over ``number`` calls of ``fn``, each result waited for.
+
+  The one clock of the benchmark and the accelerator check: every timing below
+  is made of these.
+  """
   t0 = time.perf_counter()
-  _block(fn())
-  once = max(time.perf_counter() - t0, 1e-7)
-  return max(1, int(np.ceil(min_time / once)))
+  for _ in range(number):
+    wait(fn())
+  return (time.perf_counter() - t0) / number
+
+
+def summary(samples: Sequence[float]) -> dict:
+  """Median, min, max and 10th / 90th percentiles of per-call seconds."""
+  q = np.percentile(samples, [10, 90])
+  return {"median_s": statistics.median(samples), "min_s": min(samples), "max_s": max(samples),
+          "p10_s": float(q[0]), "p90_s": float(q[1])}
+
+
+def time_window(fn: Callable, window: float, min_calls: int = MIN_CALLS,
+                max_calls: Optional[int] = None) -> dict:
+  """Per-call seconds of ``fn`` over at least ``window`` seconds (and ``min_calls`` calls),
+  stopping at ``max_calls``: :func:`summary` plus ``calls`` and ``window_s``.
+
+  Warm ``fn`` up first (its first call compiles): every call here is timed.
+  """
+  samples = []
+  start = time.perf_counter()
+  while len(samples) < min_calls or (time.perf_counter() - start < window
+                                     and (max_calls is None or len(samples) < max_calls)):
+    samples.append(call_seconds(fn))
+  return dict(summary(samples), calls=len(samples), window_s=time.perf_counter() - start)
 
 
 def time_interleaved(fns: Mapping[str, Callable], repeats: int = 5, warmup: int = 1,
@@ -73,16 +107,14 @@ def time_interleaved(fns: Mapping[str, Callable], repeats: int = 5, warmup: int 
   """
   for fn in fns.values():
     for _ in range(warmup):
-      _block(fn())
-  numbers = {name: _calibrate(fn, min_time) for name, fn in fns.items()}
+      wait(fn())
+  # How many calls make one repeat last at least min_time seconds.
+  numbers = {name: max(1, int(np.ceil(min_time / max(call_seconds(fn), 1e-7))))
+             for name, fn in fns.items()}
   samples = {name: [] for name in fns}
   for _ in range(repeats):
     for name, fn in fns.items():
-      n = numbers[name]
-      t0 = time.perf_counter()
-      for _ in range(n):
-        _block(fn())
-      samples[name].append((time.perf_counter() - t0) / n)
+      samples[name].append(call_seconds(fn, numbers[name]))
   return {name: {"median_s": statistics.median(s), "min_s": min(s), "max_s": max(s),
                  "repeats": repeats, "number": numbers[name]} for name, s in samples.items()}
 
