@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple, Optional, Tuple
 
-import numpy as np
+from jaxbp.core import checks
 
 SECTIONS = ("processes", "profile", "monitor", "throughput", "compile", "memory", "sweep",
             "per_example")
@@ -38,39 +37,30 @@ SWEEP_SMALL_GRID = Grid(seeds=4, sigma_w2=(0.5, 1.0, 1.5, 2.0, 3.0, 4.0),
                         sigma_b2=(0.0, 0.05, 0.3), depth=8, width=16, batch=8)
 
 
+WHERE = "benchmark Config"
+
+
 def _fail(name: str, expected: str, value: Any):
-  raise ValueError(f"benchmark Config: {name} must be {expected}, got {value!r}.")
-
-
-def _is_int(v) -> bool:
-  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+  raise ValueError(f"{WHERE}: {name} must be {expected}, got {value!r}.")
 
 
 def _int(name: str, v, lo: int) -> int:
-  if not _is_int(v) or v < lo:
-    _fail(name, f"an int >= {lo}", v)
-  return int(v)
+  return checks.int_at_least(v, lo, name, WHERE)
 
 
 def _positive(name: str, v, allow_zero: bool = False) -> float:
-  ok = (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-        and math.isfinite(v) and (v >= 0 if allow_zero else v > 0))
-  if not ok:
-    _fail(name, "a finite number " + (">= 0" if allow_zero else "> 0"), v)
-  return float(v)
+  return checks.finite(v, name, WHERE, low=0, open_low=not allow_zero)
 
 
 def _ints(name: str, v, lo: int) -> Tuple[int, ...]:
   if (isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or not v
-      or not all(_is_int(x) and x >= lo for x in v)):
+      or not all(checks.is_int(x) and x >= lo for x in v)):
     _fail(name, f"a non-empty list of ints >= {lo}", v)
   return tuple(int(x) for x in v)
 
 
 def _flag(name: str, v) -> bool:
-  if not isinstance(v, (bool, np.bool_)):
-    _fail(name, "True or False", v)
-  return bool(v)
+  return checks.boolean(v, name, WHERE)
 
 
 def _grid(name: str, g) -> Grid:
