@@ -91,7 +91,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
 import jax
 import jax.numpy as jnp
@@ -99,33 +98,12 @@ import numpy as np
 from jax import lax
 
 from jaxbp.core import activations as _activations
+from jaxbp.core import checks as _checks
 import jaxbp.theory.layer_moments as _moments
 import jaxbp.theory.log_mean_exp as _lme
 import jaxbp.theory.infinite_width as _mf
 
 _PAIR_POINTS = 256   # nodes per axis of the two-example expectations (batch > 1)
-
-
-def _check(name, value, lo, strict=False, allow_inf=False):
-  """Raises ValueError naming ``name`` unless every concrete value is in range
-  (traced values cannot be checked)."""
-  try:
-    v = np.asarray(value, dtype=float)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
-          TypeError, ValueError):
-    if isinstance(value, jax.core.Tracer):
-      return
-    raise ValueError(f"log_gradient_stats: {name} must be a number, got {value!r}.") from None
-  ok = ((v > lo) if strict else (v >= lo)) & (np.isfinite(v) | (allow_inf & (v == np.inf)))
-  if not np.all(ok):
-    raise ValueError(f"log_gradient_stats: {name} must be {'>' if strict else '>='} {lo}"
-                     f"{'' if allow_inf else ' and finite'}, got {value!r}.")
-
-
-def _int(name, value, lo):
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
-    raise ValueError(f"log_gradient_stats: {name} must be an int >= {lo}, got {value!r}.")
-  return int(value)
 
 
 def _suffix(x):
@@ -263,16 +241,19 @@ def _stats(act, s, b, n, q0, depth, tab, size, batch, leading_order, n_pts):
   return mean + g - g0, t2 + h
 
 
-def _prepare(activation, sigma_w2, sigma_b2, width, q0, batch):
+def _prepare(where, activation, sigma_w2, sigma_b2, width, q0, batch):
   act = _activations.get(activation)
   if not act.elementwise:
-    raise ValueError(f"log_gradient_stats: activation must be elementwise, got {act.name!r}.")
-  batch = _int("batch", batch, 1)
-  _check("sigma_w2", sigma_w2, 0.0, strict=True)
-  _check("sigma_b2", sigma_b2, 0.0)
-  _check("width", width, 0.0, strict=True, allow_inf=True)
+    raise ValueError(f"{where}: activation must be elementwise, got {act.name!r}.")
+  batch = _checks.int_at_least(batch, 1, "batch", where)
+  # Concrete values are checked; traced ones (under jit or vmap) cannot be, and pass.
+  _mf.check_real(sigma_w2, "sigma_w2", where, low=0.0, open_low=True)
+  _mf.check_real(sigma_b2, "sigma_b2", where, low=0.0)
+  _mf.check_real(width, "width", where, low=0.0, open_low=True, allow_inf=True)
   if q0 is not None:
-    _check("q0", q0, 0.0, strict=True)
+    _mf.check_real(q0, "q0", where, low=0.0, open_low=True)
+  sigma_w2, sigma_b2, width, q0 = (np.asarray(v) if isinstance(v, (list, tuple)) else v
+                                   for v in (sigma_w2, sigma_b2, width, q0))
   dtype = jnp.result_type(sigma_w2, sigma_b2, float)
   s, b = jnp.asarray(sigma_w2, dtype), jnp.asarray(sigma_b2, dtype)
   q0 = _mf.fixed_point(act, s, b) if q0 is None else q0
@@ -317,10 +298,14 @@ def log_gradient_stats(activation, sigma_w2, sigma_b2, width, depth, q0=None, ba
   >>> [round(float(x), 6) + 0.0 for x in mean], [float(x) for x in var]
   ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
   """
-  depth = _int("depth", depth, 1)
-  act, s, b, n, q0, batch, tab = _prepare(activation, sigma_w2, sigma_b2, width, q0, batch)
+  where = "log_gradient_stats"
+  depth = _checks.int_at_least(depth, 1, "depth", where)
+  leading_order = _checks.boolean(leading_order, "leading_order", where)
+  num_points = _mf.check_points(num_points)
+  act, s, b, n, q0, batch, tab = _prepare(where, activation, sigma_w2, sigma_b2, width, q0,
+                                          batch)
   fn = lambda s_, b_, n_, q_: _stats(act, s_, b_, n_, q_, depth, tab, depth, batch,
-                                     bool(leading_order), int(num_points))
+                                     leading_order, num_points)
   args = jnp.broadcast_arrays(s, b, n, q0)
   if args[0].ndim == 0:
     return fn(*args)
@@ -335,6 +320,8 @@ def window_slope(profile, first, last):
   depth sweep fits (the sign of diagnostics.fit_log_slope); nan if first >= last."""
   profile = jnp.asarray(profile)
   depth = profile.shape[-1]
+  first = _checks.int_at_least(first, 1, "first", "window_slope")
+  last = _checks.int_at_least(last, 1, "last", "window_slope")
   if not 1 <= first <= last <= depth:
     raise ValueError(f"window_slope: need 1 <= first <= last <= depth = {depth}, "
                      f"got first={first}, last={last}.")
@@ -373,9 +360,12 @@ def sweep_predictions(activation, sigma_w2, sigma_b2, q0, depth, first, last, wi
   depth = np.asarray(depth)
   if depth.size == 0 or depth.min() < 1 or not np.issubdtype(depth.dtype, np.integer):
     raise ValueError(f"sweep_predictions: depth must be ints >= 1, got {depth!r}.")
-  act, s, b, n, q0, batch, tab = _prepare(activation, sigma_w2, sigma_b2, width, q0, batch)
+  where = "sweep_predictions"
+  act, s, b, n, q0, batch, tab = _prepare(where, activation, sigma_w2, sigma_b2, width, q0,
+                                          batch)
   deepest = int(depth.max())
-  size = deepest if max_depth is None else _int("max_depth", max_depth, deepest)
+  size = deepest if max_depth is None else _checks.int_at_least(max_depth, deepest,
+                                                                "max_depth", where)
   args = jnp.broadcast_arrays(s, b, n, q0, jnp.asarray(depth), jnp.asarray(first),
                               jnp.asarray(last))
   shape = args[0].shape

@@ -29,6 +29,12 @@ where relu' jumps, is a panel edge, so E[relu'(z)^2] = 1/2 holds to round-off. (
 Gauss-Hermite: its nodes are too sparse near 0 to resolve sigmoid'(sqrt(q) z)^2 at
 the large q* of a critical sigmoid; see :func:`jaxbp.theory.quadrature.normal_rule`.)
 
+Arguments are checked where they are concrete numbers or arrays: sigma_w2 and
+sigma_b2 must be finite and >= 0, a given q >= 0 (inf means the limit q -> inf, as
+fixed_point's inf answer does), c in [-1, 1]; anything else is a ValueError, and what
+is not a real number (a str, a bool, None) a TypeError, each naming the function
+and the argument. Traced values (under jit or vmap) cannot be read and pass unchecked.
+
 References: Poole et al., "Exponential expressivity in deep neural networks through
 transient chaos", NeurIPS 2016. Schoenholz et al., "Deep information propagation",
 ICLR 2017. Pennington, Schoenholz & Ganguli, "Resurrecting the sigmoid in deep
@@ -53,6 +59,7 @@ import numpy as np
 from jax import lax
 
 from jaxbp.core import activations as _activations
+from jaxbp.core import checks as _checks
 from jaxbp.theory import quadrature as _quadrature
 
 NUM_POINTS = 2048  # nodes of the z-rule: 256 panels x 8 Gauss-Legendre nodes on [-12, 12]
@@ -94,12 +101,15 @@ def gaussian_expectation(f, q, num_points=NUM_POINTS):
   """E_{z ~ N(0,1)}[f(sqrt(q) z)], elementwise in q, by composite Gauss-Legendre
   quadrature against the normal density (:func:`jaxbp.theory.quadrature.normal_rule`).
 
-  ``f`` must be elementwise. ``num_points`` is a multiple of 16.
+  ``f`` must be elementwise; ``q`` >= 0, where inf gives the limit q -> inf (f at
+  +-inf: no node sits on z = 0). ``num_points`` is a multiple of 16.
 
   >>> round(float(gaussian_expectation(lambda u: u ** 2, 3.0)), 6)
   3.0
   """
-  q = jnp.asarray(q)
+  if not callable(f):
+    raise TypeError(f"gaussian_expectation: f must be an elementwise function, got {f!r}.")
+  (q,) = _variances("gaussian_expectation", "q", q)
   x, w = _rule(num_points, jnp.result_type(q, float))
   shape = (1,) * q.ndim + (-1,)
   u = jnp.sqrt(q)[..., None] * x.reshape(shape)
@@ -127,18 +137,62 @@ def _elementwise(activation):
   return act
 
 
-def _floats(**values):
-  """Checks values >= 0 and returns them as arrays of one float dtype."""
-  for name, value in values.items():
-    try:
-      v = np.asarray(value, dtype=float)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-      continue  # traced under jit or vmap: only concrete numbers can be checked
-    if not np.all(v >= 0):
-      raise ValueError(f"{name} must be >= 0 (a variance), got {value!r}.")
+def check_real(value, name, where, low=None, high=None, open_low=False, allow_inf=False):
+  """Raises unless ``value``, a real number or an array of them, has every entry in
+  ``[low, high]`` (``(low, high]`` with ``open_low``) and finite (``+inf`` too with
+  ``allow_inf``). A TypeError names what is not a real number (a str, a bool, None,
+  complex), a ValueError a number out of range. Traced values (under jit or vmap)
+  cannot be read, and pass: only concrete numbers are checked."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  if _checks.is_real(value) and not allow_inf:
+    _checks.finite(value, name, where, low=low, high=high, open_low=open_low)
+    return
+  try:
+    v = np.asarray(value)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return                                     # a list holding traced values
+  except (TypeError, ValueError):
+    v = None
+  if v is None or v.dtype.kind not in "iuf":
+    what = type(value).__name__ + (f" of {value.dtype}" if hasattr(value, "dtype") else "")
+    raise TypeError(f"{where}: {name} must be a real number or an array of them, got "
+                    f"{value!r} ({what}).")
+  with np.errstate(invalid="ignore"):
+    ok = np.isfinite(v) | ((v == np.inf) & allow_inf)
+    if low is not None:
+      ok &= (v > low) if open_low else (v >= low)
+    if high is not None:
+      ok &= v <= high
+  if not ok.all():
+    bounds = " and".join(([f" {'>' if open_low else '>='} {low}"] if low is not None else [])
+                         + ([f" <= {high}"] if high is not None else []))
+    kind = "a number (inf allowed)" if allow_inf else "a finite number"
+    bad = tuple(int(i) for i in np.argwhere(~ok)[0])
+    at = f" at index {bad} of {value!r}" if bad else ""
+    raise ValueError(f"{where}: {name} must be {kind}{bounds}, got {v[bad].item()!r}{at}.")
+
+
+def _variances(where, q_name=None, q=None, **variances):
+  """Checks sigma_w2-like ``variances`` (finite numbers >= 0) and ``q``, a pre-activation
+  variance >= 0 that may be inf (fixed_point's answer where q grows without bound);
+  returns them, q last, as arrays of one float dtype."""
+  for name, value in variances.items():
+    check_real(value, name, where, low=0.0)
+  values = list(variances.values())
+  if q_name is not None:
+    check_real(q, q_name, where, low=0.0, allow_inf=True)
+    values.append(q)
+  values = [np.asarray(v) if isinstance(v, (list, tuple)) else v for v in values]
   # One dtype, never weak: the jitted internals then compile once per shape.
-  dtype = jnp.result_type(*values.values(), float)
-  return [jnp.asarray(v, dtype) for v in values.values()]
+  dtype = jnp.result_type(*values, float)
+  return [jnp.asarray(v, dtype) for v in values]
+
+
+def check_points(num_points):
+  """``num_points`` as an int, if it is a node count the rule takes (a ValueError otherwise)."""
+  _quadrature.normal_rule(num_points)
+  return int(num_points)
 
 
 def _jit(fn):
@@ -205,10 +259,10 @@ def _fixed_point(act, s, b, q0, iters, n):
                    jnp.where(converged, q, jnp.where(diverged, jnp.inf, jnp.nan)))
 
 
-def _with_fixed_point(act, sigma_w2, sigma_b2, q, num_points):
+def _with_fixed_point(where, act, sigma_w2, sigma_b2, q, num_points):
   if q is not None:
-    return _floats(sigma_w2=sigma_w2, sigma_b2=sigma_b2, q=q)
-  sigma_w2, sigma_b2 = _floats(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+    return _variances(where, "q", q, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+  sigma_w2, sigma_b2 = _variances(where, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
   return sigma_w2, sigma_b2, _fixed_point(act, sigma_w2, sigma_b2, jnp.ones((), sigma_w2.dtype),
                                           _ITERS, num_points)
 
@@ -216,8 +270,9 @@ def _with_fixed_point(act, sigma_w2, sigma_b2, q, num_points):
 def variance_map(q, activation, sigma_w2, sigma_b2, num_points=NUM_POINTS):
   """One layer of the variance map: q -> sigma_w2 E[phi(sqrt(q) z)^2] + sigma_b2."""
   act = _elementwise(activation)
-  q, sigma_w2, sigma_b2 = _floats(q=q, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
-  return _variance(act, q, sigma_w2, sigma_b2, num_points)
+  sigma_w2, sigma_b2, q = _variances("variance_map", "q", q, sigma_w2=sigma_w2,
+                                     sigma_b2=sigma_b2)
+  return _variance(act, q, sigma_w2, sigma_b2, check_points(num_points))
 
 
 def fixed_point(activation, sigma_w2, sigma_b2, q0=1.0, iters=_ITERS,
@@ -237,8 +292,11 @@ def fixed_point(activation, sigma_w2, sigma_b2, q0=1.0, iters=_ITERS,
   1.0
   """
   act = _elementwise(activation)
-  sigma_w2, sigma_b2, q0 = _floats(sigma_w2=sigma_w2, sigma_b2=sigma_b2, q0=q0)
-  return _fixed_point(act, sigma_w2, sigma_b2, q0, iters, num_points)
+  check_real(q0, "q0", "fixed_point", low=0.0)
+  iters = _checks.int_at_least(iters, 0, "iters", "fixed_point")
+  sigma_w2, sigma_b2, q0 = _variances("fixed_point", "q0", q0, sigma_w2=sigma_w2,
+                                      sigma_b2=sigma_b2)
+  return _fixed_point(act, sigma_w2, sigma_b2, q0, iters, check_points(num_points))
 
 
 def chi1(activation, sigma_w2, sigma_b2, q=None, num_points=NUM_POINTS):
@@ -251,19 +309,24 @@ def chi1(activation, sigma_w2, sigma_b2, q=None, num_points=NUM_POINTS):
   0.50005
   """
   act = _elementwise(activation)
-  sigma_w2, sigma_b2, q = _with_fixed_point(act, sigma_w2, sigma_b2, q, num_points)
+  num_points = check_points(num_points)
+  sigma_w2, sigma_b2, q = _with_fixed_point("chi1", act, sigma_w2, sigma_b2, q, num_points)
   return _chi1(act, q, sigma_w2, num_points)
 
 
 def gradient_log_slope(activation, sigma_w2, sigma_b2, num_points=NUM_POINTS):
   """ln chi_1: predicted ln||delta_{l-1}||^2 - ln||delta_l||^2 per layer of backprop."""
+  _variances("gradient_log_slope", sigma_w2=sigma_w2, sigma_b2=sigma_b2)
   return jnp.log(chi1(activation, sigma_w2, sigma_b2, num_points=num_points))
 
 
 def correlation_map(c, activation, sigma_w2, sigma_b2, q=None, num_points=NUM_POINTS):
   """c -> (sigma_w2 E[phi(u_1) phi(u_2)] + sigma_b2) / q', q' = V(q), q = q* by default."""
   act = _elementwise(activation)
-  sigma_w2, sigma_b2, q = _with_fixed_point(act, sigma_w2, sigma_b2, q, num_points)
+  check_real(c, "c", "correlation_map", low=-1.0, high=1.0)
+  num_points = check_points(num_points)
+  sigma_w2, sigma_b2, q = _with_fixed_point("correlation_map", act, sigma_w2, sigma_b2, q,
+                                            num_points)
   return _correlation(act, c, q, sigma_w2, sigma_b2, num_points)
 
 
@@ -307,8 +370,8 @@ def depth_scales(activation, sigma_w2, sigma_b2, num_points=NUM_POINTS):
   (True, True)
   """
   act = _elementwise(activation)
-  sigma_w2, sigma_b2 = _floats(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
-  return _depth_scales(act, sigma_w2, sigma_b2, num_points)
+  sigma_w2, sigma_b2 = _variances("depth_scales", sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+  return _depth_scales(act, sigma_w2, sigma_b2, check_points(num_points))
 
 
 @_jit
@@ -358,8 +421,16 @@ def critical_sigma_w2(activation, sigma_b2, lo=0.0, hi=None, iters=60,
   2.0
   """
   act = _elementwise(activation)
+  where = "critical_sigma_w2"
   grow = hi is None
-  sigma_b2, lo, hi = _floats(sigma_b2=sigma_b2, lo=lo, hi=_START_HI if grow else hi)
+  iters = _checks.positive_int(iters, "iters", where)
+  num_points = check_points(num_points)
+  check_real(lo, "lo", where, low=0.0)
+  if not grow:
+    check_real(hi, "hi", where, low=0.0, open_low=True)
+    if _checks.is_real(lo) and _checks.is_real(hi) and not hi > lo:
+      raise ValueError(f"{where}: the bracket needs lo < hi, got lo={lo!r}, hi={hi!r}.")
+  sigma_b2, lo, hi = _variances(where, sigma_b2=sigma_b2, lo=lo, hi=_START_HI if grow else hi)
   lo, hi = (jnp.broadcast_to(x, sigma_b2.shape) for x in (lo, hi))
   hi = jnp.maximum(hi, 2.0 * lo) if grow else hi   # above lo, so that doubling moves it
   root = _critical(act, sigma_b2, lo, hi, grow, iters, num_points)
