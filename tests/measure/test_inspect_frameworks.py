@@ -4,7 +4,7 @@ The reference is :func:`jaxbp.backprop.backward` on a :class:`jaxbp.MLP` (the
 hand delta recursion, no autodiff) and its trace's ``z``; the same weights are
 loaded into plain JAX, flax.linen, flax.nnx and equinox.nn.MLP, and inspect
 must find the same layers with the same ``q`` and ``delta_sq`` to 1e-10 in
-float64.
+float64. The biases are nonzero, so a z that left its bias out would differ.
 """
 import equinox as eqx
 import flax.linen as nn
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxbp.core import backprop, losses, nets
+from jaxbp.core import backprop, initializers, losses, nets
 from jaxbp.measure.inspect import inspect
 
 SIZES = (3, 6, 6, 6, 2)   # equinox.nn.MLP needs equal hidden widths
@@ -25,7 +25,9 @@ MSE = losses.get("mse").fn
 @pytest.fixture(scope="module")
 def reference():
   net = nets.MLP(SIZES, "tanh")
-  params = net.init(jax.random.PRNGKey(3), dtype=jnp.float64)
+  params = net.init(jax.random.PRNGKey(3), init=initializers.gaussian(1.0, sigma_b2=0.1),
+                    dtype=jnp.float64)
+  assert all(float(np.mean(np.square(p.b))) > 0.01 for p in params)
   kx, ky = jax.random.split(jax.random.PRNGKey(4))
   x = jax.random.normal(kx, (5, SIZES[0]), jnp.float64)
   y = jax.random.normal(ky, (5, SIZES[-1]), jnp.float64)
@@ -43,6 +45,9 @@ def _check(report, ref):
   np.testing.assert_allclose(report.loss, ref["loss"], **TOL)
   np.testing.assert_allclose(report.q, ref["q"], **TOL)
   np.testing.assert_allclose(report.delta_sq, ref["delta_sq"], **TOL)
+  np.testing.assert_allclose(report.sigma_b2, [np.mean(np.square(p.b)) for p in ref["params"]],
+                             rtol=1e-12)
+  assert report.shapes == tuple((5, n) for n in SIZES[1:])
 
 
 def test_plain_jax_dict(reference):

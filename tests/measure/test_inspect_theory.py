@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.core import losses, nets
+from jaxbp.core import initializers, losses, nets
 from jaxbp.measure.inspect import inspect
 
 MSE = losses.get("mse").fn
@@ -47,23 +47,29 @@ def test_conv_fan_in_and_residual_has_no_chain():
   conv = nn.Conv(6, (3, 3), param_dtype=jnp.float64)
   x = jnp.ones((1, 5, 5, 2), jnp.float64)
   v = conv.init(jax.random.PRNGKey(0), x)
+  v = {"params": {**v["params"], "bias": 0.3 * jnp.arange(1.0, 7.0, dtype=jnp.float64)}}
   r = inspect(lambda v, x: jnp.sum(jnp.tanh(conv.apply(v, x))), v, x)
   k = np.asarray(v["params"]["kernel"])
   np.testing.assert_allclose(r.sigma_w2, [3 * 3 * 2 * np.mean(k ** 2)], rtol=1e-12)
+  np.testing.assert_allclose(r.sigma_b2, [np.mean((0.3 * np.arange(1, 7)) ** 2)], rtol=1e-12)
   # h + tanh(z): a skip connection is not the plain chain mean-field theory describes.
   net = nets.MLP.uniform(4, 4, 3, 4, activation="tanh", residual=True)
-  p = net.init(jax.random.PRNGKey(0), dtype=jnp.float64)
+  p = net.init(jax.random.PRNGKey(0), init=initializers.gaussian(1.0, sigma_b2=0.1),
+               dtype=jnp.float64)
   r = inspect(lambda p, x: jnp.sum(net.apply(p, x) ** 2), p, jnp.ones((2, 4), jnp.float64))
   assert r.activations[1:3] == (None, None) and r.theory() is None
 
 
 def test_theory_tracks_a_wide_tanh_mlp():
   net = nets.MLP.uniform(32, 512, 8, 4, activation="tanh")
-  params = net.init(jax.random.PRNGKey(0), init="glorot", dtype=jnp.float64)
+  # sigma_b2 > 0: the variance map's fixed point depends on the biases being in z.
+  params = net.init(jax.random.PRNGKey(0), init=initializers.gaussian(1.5, sigma_b2=0.1),
+                    dtype=jnp.float64)
   x, y = _data(32, 4, 128)
   r = inspect(lambda p, x, y: MSE(net.apply(p, x), y), params, x, y)
   t = r.theory()
   assert (t.start, t.stop, t.activation) == (0, 8, "tanh")
+  assert abs(t.sigma_b2 - 0.1) < 0.03
   # The hidden layers (512 units); the 4-unit output's mean z^2 is too noisy to compare.
   np.testing.assert_allclose(t.q[:8], np.asarray(r.q)[:8], rtol=0.05)
   np.testing.assert_allclose(t.ln_delta_sq, np.log(np.asarray(r.delta_sq))[:9], atol=0.15)

@@ -28,9 +28,9 @@ def loss_fn(p, x, y):
 def _setup(T=6):
   k = jax.random.split(jax.random.PRNGKey(0), 4)
   params = {"W1": jax.random.normal(k[0], (3, 8), jnp.float64) / 2,
-            "b1": jnp.zeros(8, jnp.float64),
+            "b1": 0.3 * jax.random.normal(k[2], (8,), jnp.float64),   # nonzero: folds into z
             "W2": jax.random.normal(k[1], (8, 2), jnp.float64) / 3}
-  xs = jax.random.normal(k[2], (T, 5, 3), jnp.float64)
+  xs = jax.random.normal(jax.random.fold_in(k[2], 1), (T, 5, 3), jnp.float64)
   ys = jax.random.normal(k[3], (T, 5, 2), jnp.float64)
   return params, xs, ys
 
@@ -65,6 +65,18 @@ def test_run_records_every_other_step_on_the_same_trajectory():
     np.testing.assert_allclose(final[k], p[k], **TOL)
   with pytest.raises(ValueError, match="dividing the 6 steps"):
     run(loss_fn, tx, params, (xs, ys), every=4)
+  # The stacked reports print one recorded step, and say which.
+  assert reports.table().startswith("entry 0 [0] of 3 stacked")
+  assert reports.table(-1).startswith("entry 2 [2] of 3 stacked")
+
+
+def test_step_names_a_missing_or_foreign_opt_state():
+  params, xs, ys = _setup()
+  step = monitor(loss_fn, optax.adam(1e-2))
+  with pytest.raises(TypeError, match="opt_state must be .*tx.init\\(params\\).*got None"):
+    step(params, None, xs[0], ys[0])
+  with pytest.raises(TypeError, match="opt_state must be"):
+    step(params, optax.sgd(0.1).init(params), xs[0], ys[0])
 
 
 def _events(path):
