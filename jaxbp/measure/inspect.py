@@ -107,7 +107,12 @@ def inspect(loss_fn: Callable[..., Any], params, *args) -> LayerReport:
     *args: the data (pytrees of arrays; other leaves are passed through as is).
 
   Returns:
-    A :class:`LayerReport` (a pytree: usable under ``jit`` and ``vmap``).
+    A :class:`LayerReport` (a pytree: usable under ``jit`` and ``vmap``). A
+    layer's ``z`` is its matmul/conv output plus its bias, in the model's layout
+    (``(batch, out)`` for a model vmapped over the batch), before any
+    normalisation; a model that normalises ``z`` by its own statistics gets a
+    second row after the normalisation (kind ``"norm"``). Layers in every branch
+    of a ``lax.cond``/``switch`` are listed; ``report.taken`` marks those that ran.
 
   Raises:
     TypeError: the params have no floating-point leaf; the loss is not floating point.
