@@ -2,6 +2,7 @@
 import itertools
 
 import jax
+import jaxbp
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -131,10 +132,9 @@ def test_readout_delta_and_options():
   assert out.trace.h[-1].shape == (2, 4)
   assert backprop.backward(net, "mse", params, x, jnp.zeros((2, 4)),
                            param_grads=False).grads == (None, None)
-  with pytest.raises(ValueError, match=r"scale and select are MLP options"):
-    backprop.backward(net, "mse", params, x, jnp.zeros((2, 4)), select=0)
-  with pytest.raises(TypeError, match=r"per_example_grads: takes an MLP"):
-    backprop.per_example_grads(net, "mse", params, x, jnp.zeros((2, 4)))
+  with pytest.raises(ValueError, match=r"a convolution takes none"):
+    backprop.backward(net, "mse", params, x, jnp.zeros((2, 4)),
+                      scale=jaxbp.nets.RowScale(jnp.ones((2, 1)), jnp.ones((2, 1))))
 
 
 # -- torch ------------------------------------------------------------------------
