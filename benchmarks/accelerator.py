@@ -1,6 +1,6 @@
 """The accelerator check: device tests, matmul peak, jit(grad) as % of peak, deep nets.
 
-    python experiments/accelerator_check.py --out experiments/results/accelerator  # one GPU, < 8 min
+    python experiments/accelerator_check.py --out experiments/results/accelerator  # GPU, < 8 min
     python experiments/accelerator_check.py --out /tmp/acc --smoke                 # CPU, tiny sizes
 
 Accelerator time is rare and short, so one run must bring back everything it
@@ -23,7 +23,9 @@ keeps them. The steps:
    float32) at widths up to 8192 and batches up to 8192, as % of the float32
    peak measured in the same process;
 4. ``depth_sweep``: :func:`jaxbp.studies.depth_sweep.run` at width 4096, depth
-   1000 (one critical tanh configuration, one seed, float32);
+   1000 (one critical tanh configuration, one seed, float32), or as deep as a
+   quarter of the device's memory pool holds the weights (about 270 layers on an
+   80 GB GPU, 480 on a 141 GB one; the results say which);
 5. ``deep_net``: one gradient step of a depth-10,000 stacked tanh MLP, plain and
    with per-layer remat, with the device's peak memory.
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import time
@@ -60,6 +63,10 @@ DEVICE_TESTS = ("test_hand_recursion_matches_autodiff",
 SMOKE_K = "deltas_are_dloss_dz or (row_stacked_program_equals_measure and tanh and gaussian)"
 SMOKE_TESTS = ("test_deltas_are_dloss_dz",
                "test_row_stacked_program_equals_measure_per_configuration")
+# The full selection (138 tests, about 80 CPU-seconds of mostly dispatch and compiles on
+# a CPU) is split over this many processes sharing the device, each allocating device
+# memory as it goes rather than JAX's default 75% up front.
+TEST_WORKERS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,10 +126,12 @@ def marked_tests() -> dict:
 
 
 def tests_command(smoke: bool, junit: str, files) -> list:
-  """The tests step's pytest command, run from the repository root."""
-  return ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", MARKER,
+  """The tests step's pytest command, run from the repository root: the smoke run's two
+  tests in one process, the full selection on :data:`TEST_WORKERS` pytest-xdist workers."""
+  # -v: one line per test as it finishes, so a run cut off at its limit keeps its count.
+  return ([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-m", MARKER,
            "--continue-on-collection-errors", f"--junitxml={junit}"]
-          + (["-k", SMOKE_K] if smoke else []) + list(files))
+          + (["-k", SMOKE_K] if smoke else ["-n", str(TEST_WORKERS)]) + list(files))
 
 
 def tests_outcome(junit: str, returncode: int, smoke: bool) -> dict:
@@ -160,19 +169,50 @@ def tests_outcome(junit: str, returncode: int, smoke: bool) -> dict:
   return dict(out, status="failed", reason=reason)
 
 
-def _run(cmd, env, timeout: float) -> dict:
-  """``cmd`` from the repository root, time-boxed: its return code and output, or a timeout."""
+# A verbose pytest line, "tests/x.py::test_y[id] PASSED  [ 50%]", or under pytest-xdist
+# "[gw1] [ 50%] PASSED tests/x.py::test_y[id]".
+_OUTCOME = "(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)"
+_VERBOSE = re.compile(
+    rf"^(?:(\S+::\S+) {_OUTCOME}\b|\[gw\d+\] \[\s*\d+%\] {_OUTCOME} (\S+::\S+))", re.M)
+
+
+def tests_progress(log: str) -> dict:
+  """What a tests step cut off at its time limit had finished, from pytest's verbose log."""
+  results = {m[0] or m[3]: m[1] or m[2] for m in _VERBOSE.findall(log)}
+  failed = [name for name, how in results.items() if how in ("FAILED", "ERROR")]
+  return {"passed": sum(how == "PASSED" for how in results.values()), "failed": failed,
+          "skipped": [name for name, how in results.items() if how == "SKIPPED"],
+          "missing": [], "collection_errors": [],
+          "reason": f"cut off at the time limit after {len(results)} test(s)"
+                    f"{f', {len(failed)} failed' if failed else ''}"}
+
+
+def _run(cmd, env, timeout: float, log: str) -> dict:
+  """``cmd`` from the repository root, time-boxed, its output streamed to ``log`` (kept
+  whatever happens): its return code and the output's tail, or a timeout."""
   t0 = time.perf_counter()
-  try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=common.ROOT, env=env,
-                          timeout=timeout)
-  except subprocess.TimeoutExpired as e:
-    tail = e.stdout or b""
-    tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
-    return {"status": "timeout", "seconds": time.perf_counter() - t0, "limit_s": timeout,
-            "output_tail": tail[-3000:]}
-  return {"seconds": time.perf_counter() - t0, "limit_s": timeout,
-          "returncode": proc.returncode, "output_tail": (proc.stdout + proc.stderr)[-3000:]}
+  with open(log, "w") as f:
+    try:
+      returncode = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True,
+                                  cwd=common.ROOT, env=env, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+      returncode = None
+  with open(log, errors="replace") as f:
+    output = f.read()
+  rec = {"seconds": time.perf_counter() - t0, "limit_s": timeout, "log": log,
+         "output_tail": output[-3000:]}
+  if returncode is None:
+    return dict(rec, status="timeout", output=output)
+  return dict(rec, returncode=returncode, output=output)
+
+
+def _errors(tree) -> int:
+  """How many pieces of a step's result record an error instead of numbers."""
+  if isinstance(tree, dict):
+    return int("error" in tree) + sum(_errors(v) for v in tree.values())
+  if isinstance(tree, list):
+    return sum(_errors(v) for v in tree)
+  return 0
 
 
 def launch(step: str, smoke: bool, out: str, timeout: float) -> dict:
@@ -186,24 +226,34 @@ def launch(step: str, smoke: bool, out: str, timeout: float) -> dict:
     if not files:
       return {"status": "failed", "seconds": 0.0, "reason": f"no test module under tests/ "
               f"uses @pytest.mark.{MARKER}: nothing to run"}
-    rec = _run(tests_command(smoke, junit, files), common.child_env(), timeout)
+    env = common.child_env()
+    if not smoke:
+      env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    rec = _run(tests_command(smoke, junit, files), env, timeout,
+               os.path.join(out, "steps", "tests.log"))
+    output = rec.pop("output")
     if rec.get("status") == "timeout":
-      return rec
+      return dict(rec, files=files, **tests_progress(output))
     return dict(rec, files=files, **tests_outcome(junit, rec["returncode"], smoke))
   path = steps.step_path(out, step)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   if os.path.exists(path):
-    os.remove(path)
+    os.remove(path)                       # a result left by an earlier run is not this one's
   env = common.child_env()
   if step == "depth_sweep":
-    # Width 4096, depth 1000 is 67 GB of float32 weights: more than JAX's default
-    # 75% pool of a 141 GB GPU leaves room for.
+    # Width 4096, depth 1000 is 67 GB of float32 weights: the sweep takes a larger pool
+    # than JAX's default 75% of the device (and caps its depth to fit that pool).
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
   cmd = [sys.executable, "-m", "benchmarks.accelerator_steps", step, "--out", out]
-  rec = _run(cmd + (["--smoke"] if smoke else []), env, timeout)
+  rec = _run(cmd + (["--smoke"] if smoke else []), env, timeout, path[:-len(".json")] + ".log")
+  rec.pop("output")
   saved = _io.read_json(path) if os.path.exists(path) else None
   if rec.get("status") != "timeout":
     rec["status"] = "ok" if rec["returncode"] == 0 and saved and saved.get("complete") \
         else "failed"
+  errors = _errors(saved)
+  if rec["status"] == "ok" and errors:
+    rec["status"] = f"ok but {errors} of its pieces failed"
   if saved is not None:
     rec.update(result=saved, partial=not saved.get("complete", False))
   return rec
@@ -291,6 +341,9 @@ def markdown(res: dict) -> str:
   s = steps_.get("depth_sweep", {}).get("result")
   if s and "seconds" in s:
     c = s["config"]
+    if s.get("depth_asked", c["depths"][0]) != c["depths"][0]:
+      lines += ["", f"Depth sweep: depth {s['depth_asked']} asked; depth {c['depths'][0]} run, "
+                "whose float32 weights fill a quarter of the device's memory pool."]
     lines += ["", f"Depth sweep: width {c['width']}, depth {c['depths'][0]}: "
               f"{s['seconds']:.1f} s, device peak {_gib(s['peak_bytes_in_use'])} GiB "
               "(- where the device does not report it)."]

@@ -109,13 +109,28 @@ def step_jit_grad(sizes: dict, save: Callable) -> dict:
   return res
 
 
+def sweep_depth(width: int, depth: int, bytes_limit) -> int:
+  """``depth``, or the depth whose float32 weights fill a quarter of the device's memory
+  pool (``bytes_limit``, None where the device does not say) if that is less.
+
+  The sweep holds the unit Gaussian draw, its scaled copy and the row-stacked
+  program's buffers at once: weights of a third of the pool or more run out of
+  memory, and a step that fails brings back nothing.
+  """
+  if not bytes_limit:
+    return depth
+  return max(2, min(depth, int(bytes_limit // 4 // (4 * width * width))))
+
+
 def step_depth_sweep(sizes: dict, save: Callable, out: str) -> dict:
   """The depth sweep's own run at one deep, wide configuration."""
   from jaxbp.studies import depth_sweep      # the heaviest import, for this step alone
+  width, depth = sizes["sweep_width"], sizes["sweep_depth"]
+  depth_run = sweep_depth(width, depth, (jax.devices()[0].memory_stats() or {}).get("bytes_limit"))
   cfg = depth_sweep.SweepConfig(activations=("tanh",), inits=("critical",), sigma_b2=(0.05,),
-                                depths=(sizes["sweep_depth"],), width=sizes["sweep_width"],
+                                depths=(depth_run,), width=width,
                                 batch=8, seeds=(0,), skip=5, dtype="float32", memory_gb=20.0)
-  res = {"device": device(), "config": cfg.to_dict()}
+  res = {"device": device(), "config": cfg.to_dict(), "depth_asked": depth}
   save(res)
   t0 = time.perf_counter()
   summary = depth_sweep.run(cfg, os.path.join(out, "depth_sweep"), figures=False)

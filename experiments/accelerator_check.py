@@ -1,6 +1,6 @@
 """One command for an accelerator: device tests, matmul peak, jit(grad) as % of peak, deep nets.
 
-    python experiments/accelerator_check.py --out experiments/results/accelerator  # one GPU, < 8 min
+    python experiments/accelerator_check.py --out experiments/results/accelerator  # GPU, < 8 min
     python experiments/accelerator_check.py --out /tmp/acc --smoke                 # CPU, tiny sizes
 
 Every step runs in a process of its own, time-boxed; ``results.json`` and

@@ -78,7 +78,12 @@ def _junit(tmp_path, source, smoke=True):
   junit = str(tmp_path / "out.xml")
   cmd = acc.tests_command(smoke, junit, ["test_fake.py"])
   proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-  return acc.tests_outcome(junit, proc.returncode, smoke)
+  verdict = acc.tests_outcome(junit, proc.returncode, smoke)
+  # Had the run been cut off at its end, its verbose log would count the same tests.
+  progress = acc.tests_progress(proc.stdout)
+  assert (progress["passed"], len(progress["failed"])) == (verdict["passed"],
+                                                           len(verdict["failed"]))
+  return verdict
 
 
 MARK = f"@pytest.mark.{acc.MARKER}"
@@ -131,18 +136,33 @@ def test_a_step_cut_short_keeps_its_finished_pieces(tmp_path, monkeypatch):
   assert saved["float32_highest"]["error"].startswith("MemoryError: RESOURCE_EXHAUSTED")
   # In the parent: a child that saved those pieces and then ran out of time; what it saved
   # is the step's (partial) result.
-  def child_then_timeout(cmd, env, timeout):
+  def child_then_timeout(cmd, env, timeout, log):
     assert cmd[2:4] == ["benchmarks.accelerator_steps", "peak"] and "--smoke" in cmd
     pathlib.Path(steps.step_path(cmd[cmd.index("--out") + 1], "peak")).write_text(
         json.dumps(saved))
-    return {"status": "timeout", "seconds": timeout, "limit_s": timeout, "output_tail": ""}
+    rec = {"seconds": 1.0, "limit_s": timeout, "output_tail": "", "output": "", "log": log}
+    return dict(rec, returncode=0) if saved.get("complete") else dict(rec, status="timeout")
   monkeypatch.setattr(acc, "_run", child_then_timeout)
   rec = acc.launch("peak", True, str(tmp_path), timeout=3.0)
   assert rec["status"] == "timeout" and rec["partial"] is True
   assert rec["result"]["float32"] == saved["float32"]
+  # Had it finished, the step would say that a piece failed.
+  saved["complete"] = True
+  assert acc.launch("peak", True, str(tmp_path), timeout=3.0)["status"] == \
+      "ok but 1 of its pieces failed"
   md = acc.markdown({"mode": "smoke", "seconds": 3.0, "budget_s": 9.0, "steps": {"peak": rec}})
   assert "| peak | timeout (partial) |" in md and "| float32 | " in md
   assert "error: MemoryError" in md
+  # The tests step cut off: what finished is counted from pytest's verbose log.
+  log = ("tests/core/test_a.py::test_x[1] PASSED   [ 33%]\n"
+         "tests/core/test_a.py::test_x[2] FAILED   [ 66%]\n")
+  monkeypatch.setattr(acc, "_run", lambda cmd, env, timeout, path: {
+      "status": "timeout", "seconds": timeout, "limit_s": timeout, "output_tail": log,
+      "output": log, "log": path})
+  rec = acc.launch("tests", True, str(tmp_path), timeout=3.0)
+  assert rec["status"] == "timeout" and rec["passed"] == 1
+  assert rec["failed"] == ["tests/core/test_a.py::test_x[2]"]
+  assert "after 2 test(s), 1 failed" in rec["reason"]
 
 
 def test_a_step_over_its_time_box_is_recorded_and_the_run_goes_on(tmp_path):
@@ -184,3 +204,12 @@ def test_script_reports_a_bad_flag_in_one_line(tmp_path):
   assert proc.returncode == 2 and "Traceback" not in proc.stderr
   assert "budget_s must be a finite number > 0" in proc.stderr.strip().splitlines()[-1]
   assert not (tmp_path / "never").exists()
+
+
+def test_sweep_depth_fits_the_weights_in_a_quarter_of_the_device_pool():
+  layer = 4 * 4096 * 4096                            # one float32 4096 x 4096 matrix
+  for pool in (0.92 * 80e9, 0.92 * 141e9):
+    d = steps.sweep_depth(4096, 1000, pool)
+    assert d * layer <= pool / 4 < (d + 1) * layer   # the deepest that fits, no deeper
+  assert steps.sweep_depth(4096, 1000, 1e15) == 1000   # room for all: the depth asked
+  assert steps.sweep_depth(4096, 1000, None) == 1000   # a device that does not say (CPU)
