@@ -13,24 +13,26 @@ import jax
 from jaxbp.studies import cli
 from jaxbp.studies import conv_spectrum
 
+FIELDS = ("activation", "sigma_b2", "inits", "depths", "channels", "size", "ndim",
+          "kernel_size", "seeds")
+HELP = {"sigma_b2": "the bias variance; the critical sigma_w^2 follows from it",
+        "depths": "conv layers per net, one net per depth",
+        "channels": "channels of every layer", "size": "positions per spatial axis",
+        "ndim": "spatial axes", "kernel_size": "the kernels' side, odd"}
+
 
 def main(argv=None):
   c = conv_spectrum.Config()
   parser = cli.parser(__doc__)
-  parser.add_argument("--activation", default=c.activation)
-  parser.add_argument("--sigma-b2", type=float, default=c.sigma_b2)
-  parser.add_argument("--inits", nargs="+", default=list(c.inits), choices=conv_spectrum.INITS)
-  parser.add_argument("--depths", type=int, nargs="+", default=list(c.depths))
-  for name in ("channels", "size", "ndim", "kernel_size"):
-    parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(c, name))
-  parser.add_argument("--seeds", type=int, nargs="+", default=list(c.seeds))
+  for name in FIELDS:
+    cli.flag(parser, c, name, help=HELP.get(name),
+             **({"choices": conv_spectrum.INITS} if name == "inits" else {}))
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", True)   # the spectra span many decades
-  config = cli.config_or_exit(parser, lambda: conv_spectrum.Config(
-      activation=args.activation, sigma_b2=args.sigma_b2, inits=tuple(args.inits),
-      depths=tuple(args.depths), channels=args.channels, size=args.size, ndim=args.ndim,
-      kernel_size=args.kernel_size, seeds=tuple(args.seeds)), args.out)
-  print(conv_spectrum.run(config, args.out)["report"])
+  config = cli.config_or_exit(parser, lambda: conv_spectrum.Config(**{
+      k: tuple(v) if isinstance(v, list) else v for k, v in cli.given(args, FIELDS).items()}),
+      args.out)
+  print(cli.run_or_exit(parser, lambda: conv_spectrum.run(config, args.out))["report"])
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ FIELDS = ("sigma_b2", "inits", "channels", "size", "ndim", "kernel_size", "batch
 def main(argv=None):
   c = conv_sweep.Config()
   parser = cli.parser(__doc__)
-  cli.flag(parser, c, "activation", nargs="+", help="elementwise activations; several run "
-           "every activation x depth")
-  cli.flag(parser, c, "depth", nargs="+", help="convolutions per net; several run every "
-           "activation x depth")
+  cli.flag(parser, c, "activation", nargs="+", default=[c.activation],
+           help="elementwise activations; several run every activation x depth")
+  cli.flag(parser, c, "depth", nargs="+", default=[c.depth],
+           help="convolutions per net; several run every activation x depth")
   cli.flag(parser, c, "sigma_w2", type=float, nargs="*",
            help="off-critical weight variances (the critical one always runs)")
   cli.flag(parser, c, "inits", choices=conv_sweep.INITS)

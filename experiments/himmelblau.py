@@ -18,18 +18,19 @@ from jaxbp.train import landscapes
 def main(argv=None):
   c = himmelblau.Config()
   parser = cli.parser(__doc__)
-  parser.add_argument("--function", default=c.function, choices=sorted(landscapes.FUNCTIONS))
-  parser.add_argument("--learning-rate", type=float, default=c.learning_rate)
-  parser.add_argument("--steps", type=int, default=c.steps)
-  parser.add_argument("--grid", type=float, nargs=3, default=list(c.grid),
-                      metavar=("LOW", "HIGH", "N"), help="an N x N grid of extra starts")
+  cli.flag(parser, c, "function", choices=sorted(landscapes.FUNCTIONS),
+           help="the function descended")
+  cli.flag(parser, c, "learning_rate", help="gradient descent's step: p <- p - lr grad f(p)")
+  cli.flag(parser, c, "steps", help="gradient descent steps from every start")
+  cli.flag(parser, c, "grid", type=float, nargs=3, metavar=("LOW", "HIGH", "N"),
+           help="an N x N grid of extra starts on [LOW, HIGH]^2")
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", not args.float32)
   config = cli.config_or_exit(parser, lambda: himmelblau.Config(
       function=args.function, learning_rate=args.learning_rate, steps=args.steps,
       grid=tuple(args.grid)), args.out)
-  summary = himmelblau.run(config, args.out)
+  summary = cli.run_or_exit(parser, lambda: himmelblau.run(config, args.out))
   print(json.dumps({k: summary[k] for k in ("seed_starts", "found", "all_known_found")}, indent=1))
 
 

@@ -14,21 +14,21 @@ import jax
 from jaxbp.studies import cli
 from jaxbp.studies import inspect_model
 
+FIELDS = ("model", "width", "depth", "batch", "seed")
+
 
 def main(argv=None):
   c = inspect_model.Config()
   parser = cli.parser(__doc__)
-  parser.add_argument("--model", default=c.model, choices=inspect_model.MODELS)
-  parser.add_argument("--width", type=int, default=c.width)
-  parser.add_argument("--depth", type=int, default=c.depth)
-  parser.add_argument("--batch", type=int, default=c.batch)
-  parser.add_argument("--seed", type=int, default=c.seed)
+  cli.flag(parser, c, "model", choices=inspect_model.MODELS, help="the example model")
+  for name in FIELDS[1:]:
+    cli.flag(parser, c, name)
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", True)
-  config = cli.config_or_exit(parser, lambda: inspect_model.Config(
-      model=args.model, width=args.width, depth=args.depth, batch=args.batch, seed=args.seed),
-      args.out)
-  print(json.dumps(inspect_model.run(config, args.out), indent=1))
+  config = cli.config_or_exit(
+      parser, lambda: inspect_model.Config(**{k: getattr(args, k) for k in FIELDS}), args.out)
+  print(json.dumps(cli.run_or_exit(parser, lambda: inspect_model.run(config, args.out)),
+                   indent=1))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@ Pennington et al. 2017), against the free-probability prediction.
 For tanh at criticality (small sigma_b2) and ReLU with He init, each with
 Gaussian and orthogonal weights: histograms of log10 s per depth, the mean and
 variance of s^2 against chi_1^L and L (mu_2/mu_1^2 - 1 - s_1), ``report.md``,
-``spread.json``/``.csv`` and ``config.json``. ``--quick``: width 128, depths
-1, 4, 16, 32, 3 networks per setting.
+``spread.json``/``.csv`` and ``config.json``.
 """
 from collections.abc import Mapping
 
@@ -30,20 +29,19 @@ def flags(args) -> dict:
 
 
 def main(argv=None):
+  full, quick = spectrum.Config(), spectrum.Config.quick()
   parser = cli.parser(__doc__)
-  parser.add_argument("--quick", action="store_true", help="the small grid (see above)")
-  parser.add_argument("--config", help="a .json or .toml file of config overrides")
-  parser.add_argument("--width", type=int)
-  parser.add_argument("--depths", type=int, nargs="+")
-  parser.add_argument("--activations", nargs="+")
-  parser.add_argument("--weights", nargs="+", choices=spectrum.WEIGHTS)
-  parser.add_argument("--tanh-sigma-b2", type=float, help="tanh's bias variance (its q*)")
-  parser.add_argument("--seeds", type=int, help="networks per setting")
-  parser.add_argument("--seed", type=int)
+  cli.add_preset(parser, spectrum.Config, "the small grid")
+  for name in FLAGS:
+    cli.flag(parser, full, name, preset=quick,
+             **({"choices": spectrum.WEIGHTS} if name == "weights" else {}))
+  parser.add_argument("--tanh-sigma-b2", type=float,
+                      help="tanh's bias variance, which sets its q* "
+                      f"(default: {full.sigma_b2['tanh']:g})")
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", True)   # the product spans many decades
   config = cli.config_or_exit(parser, lambda: spectrum.Config.from_dict(flags(args)), args.out)
-  print(spectrum.run(config, args.out)["report"])
+  print(cli.run_or_exit(parser, lambda: spectrum.run(config, args.out))["report"])
 
 
 if __name__ == "__main__":

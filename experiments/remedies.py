@@ -8,8 +8,7 @@ orthogonal weights), ReLU/He, residual connections, batch norm, and an
 exploding ReLU net with and without gradient clipping and weight decay.
 Writes ``report.md``, ``summary.json``/``.csv``, loss curves, accuracy vs
 depth and per-layer gradient-norm profiles, and ``config.json``; a rerun
-resumes from ``out/remedies/store``. ``--quick``: digits only, depths 5 and 20,
-width 32, 300 steps, 2 seeds (about 2 minutes on 2 cores).
+resumes from ``out/remedies/store``. ``--quick`` takes about 2 minutes on 2 cores.
 """
 import jax
 
@@ -17,28 +16,26 @@ from jaxbp.studies import cli
 from jaxbp.studies import remedies
 
 FLAGS = ("datasets", "settings", "depths", "width", "steps", "seeds", "seed", "learning_rate")
+HELP = {"settings": f"any of: {', '.join(remedies.REMEDIES)}", "steps": "SGD steps per net",
+        "seeds": "networks per configuration (vmapped)", "seed": "the first seed",
+        "learning_rate": "SGD's step size (momentum 0.9)"}
 
 
 def main(argv=None):
+  full, quick = remedies.Config(), remedies.Config.quick()
   parser = cli.parser(__doc__)
-  parser.add_argument("--quick", action="store_true", help="the small grid (see above)")
-  parser.add_argument("--config", help="a .json or .toml file of config overrides")
-  parser.add_argument("--datasets", nargs="+", choices=remedies.DATASETS)
-  parser.add_argument("--settings", nargs="+", metavar="NAME",
-                      help=f"any of: {', '.join(remedies.REMEDIES)}")
-  parser.add_argument("--depths", type=int, nargs="+")
-  parser.add_argument("--width", type=int)
-  parser.add_argument("--steps", type=int)
-  parser.add_argument("--seeds", type=int, help="networks per configuration (vmapped)")
-  parser.add_argument("--seed", type=int, help="the first seed")
-  parser.add_argument("--learning-rate", type=float)
+  cli.add_preset(parser, remedies.Config, "the small grid")
+  for name in FLAGS:
+    cli.flag(parser, full, name, preset=quick, help=HELP.get(name),
+             **({"choices": remedies.DATASETS} if name == "datasets" else
+                {"metavar": "NAME"} if name == "settings" else {}))
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", not args.float32)
   config = cli.config_or_exit(
       parser, lambda: remedies.Config.from_dict(cli.preset(remedies.Config, args, FLAGS)),
       args.out)
-  print(remedies.run(config, args.out)["report"])
+  print(cli.run_or_exit(parser, lambda: remedies.run(config, args.out))["report"])
 
 
 if __name__ == "__main__":

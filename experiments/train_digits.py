@@ -17,28 +17,26 @@ from jaxbp.train import training
 
 FLAGS = ("dataset", "sizes", "activation", "optimizer", "learning_rate", "momentum",
          "batch_size", "epochs", "seed", "grad_method", "tensorboard")
+HELP = {"activation": "the hidden layers' activation (a name in jaxbp.activations)",
+        "optimizer": "the optimizer (jaxbp.training.optimizer)",
+        "learning_rate": "the optimizer's step size", "momentum": "the optimizer's momentum"}
+CHOICES = {"dataset": data.DATASETS, "optimizer": training.OPTIMIZERS,
+           "grad_method": training.GRAD_METHODS}
 
 
 def main(argv=None):
   c = train_digits.Config()
   parser = cli.parser(__doc__)
-  parser.add_argument("--dataset", default=c.dataset, choices=data.DATASETS)
-  parser.add_argument("--sizes", type=int, nargs="+", default=list(c.sizes))
-  parser.add_argument("--activation", default=c.activation)
-  parser.add_argument("--optimizer", default=c.optimizer, choices=training.OPTIMIZERS)
-  parser.add_argument("--learning-rate", type=float, default=c.learning_rate)
-  parser.add_argument("--momentum", type=float, default=c.momentum)
-  parser.add_argument("--batch-size", type=int, default=c.batch_size)
-  parser.add_argument("--epochs", type=int, default=c.epochs)
-  parser.add_argument("--seed", type=int, default=c.seed)
-  parser.add_argument("--grad-method", default=c.grad_method, choices=training.GRAD_METHODS)
-  parser.add_argument("--tensorboard", action="store_true")
+  for name in FLAGS:
+    cli.flag(parser, c, name, help=HELP.get(name),
+             **({"choices": CHOICES[name]} if name in CHOICES else {}))
   parser.add_argument("--float32", action="store_true", help="run in float32, not float64")
   args = parser.parse_args(argv)
   jax.config.update("jax_enable_x64", not args.float32)
   config = cli.config_or_exit(parser, lambda: train_digits.Config(
       name=args.dataset, **{k: getattr(args, k) for k in FLAGS}), args.out)
-  print(json.dumps(train_digits.run(config, args.out), indent=1))
+  print(json.dumps(cli.run_or_exit(parser, lambda: train_digits.run(config, args.out)),
+                   indent=1))
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ T = TypeVar("T")
 def show(value) -> str:
   """A flag value as it is typed: lists space-separated, mappings as ``key: values``."""
   if isinstance(value, Mapping):
-    return "; ".join(f"{k}: {show(v)}" for k, v in value.items())
+    return "{" + "; ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
   if isinstance(value, (list, tuple)):
-    return " ".join(show(v) for v in value)
+    return " ".join(f"({show(v)})" if isinstance(v, (list, tuple)) else show(v) for v in value)
   return f"{value:g}" if isinstance(value, float) else str(value)
 
 

@@ -2,16 +2,19 @@
 import json
 import os
 import pathlib
+import runpy
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
 
 from jaxbp import io as results
 from jaxbp.studies import depth_sweep as sweep
+from jaxbp.studies.depth_sweep import report
 from jaxbp.studies.depth_sweep import schedule
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -301,3 +304,74 @@ def test_report_sets_layerwise_and_finite_width_predictions_beside_mean_field(ti
   report = open(os.path.join(out, "report.md")).read()
   assert "## Agreement under each prediction" in report and "## Spread across seeds" in report
   assert f"| layerwise | {by['layerwise']['n']} | {by['layerwise']['within_tolerance']} |" in report
+
+
+def test_presets_are_valid_as_they_are_and_a_skip_asked_for_still_warns():
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    for config in (sweep.Config.quick(), sweep.Config()):
+      sweep.grid(config)
+  # The quick preset fits the windows it always fitted: all of depth 2, four layers
+  # left out at each end of 16 and 48.
+  q = sweep.QUICK
+  assert [sweep.fit_window(d, q.fit_skip) for d in q.depths] == [(1, 2), (5, 12), (5, 44)]
+  with pytest.warns(UserWarning, match="skip=4 would leave fewer than two layers to fit at "
+                                       "depth 2"):
+    sweep.grid(sweep.Config.quick(skip=4))
+  with pytest.raises(ValueError, match="skip must be an int >= 0"):
+    sweep.Config.quick(skip=True)
+
+
+def test_the_readme_main_command_warns_nothing(tmp_path, monkeypatch):
+  # The README's main command, `depth_sweep.py --quick --out out/depth_sweep`, up to
+  # the study's grid and theory (where a preset's warning was raised), not the compute.
+  seen = {}
+
+  def grid_only(config, out_dir, figures=True):
+    with warnings.catch_warnings():
+      warnings.simplefilter("error")
+      points = sweep.grid(config)
+      sweep.theory(points)
+    seen["config"] = config
+    return {}
+  monkeypatch.setattr(sweep, "run", grid_only)
+  main = runpy.run_path(str(ROOT / "experiments" / "depth_sweep.py"))["main"]
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    main(["--quick", "--out", str(tmp_path / "o")])
+  assert seen["config"] == sweep.QUICK
+
+
+def test_verdict_is_against_the_finite_width_prediction():
+  row = dict(status="ok", slope_theory=-0.10, slope_error=0.001, slope_layerwise=-0.10,
+             slope_error_layerwise=0.001, slope_finite_width=-0.05,
+             slope_error_finite_width=-0.049)
+  assert report.verdict(row) == "outside"            # "ok" against ln chi_1, 5x off the best
+  assert report.best_prediction(row) == ("finite_width", -0.05, -0.049)
+  assert report.verdict(dict(row, slope_error=0.049, slope_error_finite_width=0.004)) == "within"
+  no_fw = dict(row, slope_finite_width=float("nan"), slope_error_finite_width=float("nan"))
+  assert report.verdict(no_fw) == "within (layerwise)"
+  assert report.verdict(dict(no_fw, slope_error_layerwise=float("nan"),
+                             slope_error=-0.02)) == "outside (mean field)"
+  assert report.verdict(dict(row, status="overflow", first_nonfinite_layer=7,
+                             nonfinite_pass="forward")) == "overflow at layer 7 (forward)"
+
+
+def test_measured_vs_predicted_table_shows_every_prediction_and_the_verdict(tiny):
+  out, _ = tiny
+  text = open(os.path.join(out, "report.md")).read()
+  table = text.split("## Measured vs predicted")[1].split("\n\n")[2].splitlines()
+  header = [c.strip() for c in table[0].strip("|").split("|")]
+  assert header[6:] == ["predicted ln χ₁", "layerwise", "finite width", "measured", "error",
+                        "within ±0.01?"]
+  cells = {tuple(c.strip() for c in line.strip("|").split("|")[:4]): [
+      c.strip() for c in line.strip("|").split("|")] for line in table[2:]}
+  deep = [r for r in _rows(out) if r["depth"] == max(TINY["depths"])]
+  assert len(cells) == len(deep) > 0
+  for r in deep:
+    c = cells[(r["activation"], r["init"], f"{r['sigma_w2']:.4g}", f"{r['sigma_b2']:g}")]
+    assert c[7:9] == [f"{r['slope_layerwise']:.4f}", f"{r['slope_finite_width']:.4f}"]
+    # Decided here from the measured and predicted slopes, not the stored error.
+    off = r["slope_measured"] - r["slope_finite_width"]
+    assert c[10] == f"{off:+.4f}"
+    assert c[11] == ("within" if abs(off) <= report.TOLERANCE else "outside"), (c, off)

@@ -1,14 +1,20 @@
 """The studies behind the thin experiment scripts, on tiny configs (the scripts
-only parse flags into a Config and call ``run``), and the scripts' handling of
-bad flag values: one argparse-style line, exit status 2, before any compute."""
+only parse flags into a Config and call ``run``), and what every script shares:
+bad flag values and a rerun into another config's ``--out`` are one line, exit
+status 2, before any compute; ``--help`` describes every flag and its default."""
+import argparse
 import pathlib
+import runpy
 import subprocess
 import sys
 
 import pytest
 
 from jaxbp import io as results
+from jaxbp.studies import cli
+from jaxbp.studies import driver
 from jaxbp.studies import spectrum
+from jaxbp.studies.seed_examples import runner as seed_runner
 from jaxbp.studies import train_digits
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -78,3 +84,99 @@ def test_debug_brings_the_traceback_back(tmp_path):
   assert quiet.returncode == 2 and "Traceback" not in quiet.stderr
   assert "steps must be an int >= 1" in quiet.stderr.strip().splitlines()[-1]
   assert loud.returncode != 0 and "Traceback" in loud.stderr and "ValueError" in loud.stderr
+
+
+# Every script of experiments/ but the two kept elsewhere (benchmark.py, accelerator_check.py):
+# the flags of a tiny run, and a change of one of them.
+RERUN = {
+    "conv_spectrum.py": (["--depths", "2", "--channels", "2", "--size", "4"], ["--channels", "3"]),
+    "conv_sweep.py": (["--depth", "5", "--skip", "1", "--channels", "2", "--size", "4"],
+                      ["--channels", "3"]),
+    "conv_train.py": (["--depth", "2", "--channels", "2", "--epochs", "1"], ["--epochs", "2"]),
+    "depth_sweep.py": (["--quick", "--depths", "3", "--width", "4"], ["--width", "5"]),
+    "himmelblau.py": (["--steps", "2"], ["--steps", "3"]),
+    "inspect_model.py": (["--width", "4", "--depth", "2", "--batch", "2"], ["--width", "5"]),
+    "jacobian_spectrum.py": (["--quick", "--width", "4", "--depths", "1", "2"], ["--width", "5"]),
+    "remedies.py": (["--quick", "--depths", "2", "--width", "4", "--steps", "2"],
+                    ["--width", "5"]),
+    "rnn_sweep.py": (["--quick", "--width", "4"], ["--width", "5"]),
+    "seed_examples.py": (["--no-torch"], ["--seed", "1"]),
+    "train_digits.py": (["--epochs", "1"], ["--epochs", "2"]),
+    "width_sweep.py": (["--quick", "--widths", "4", "--depth", "2", "--seeds", "2"],
+                       ["--seeds", "3"]),
+}
+SCRIPTS = sorted(p.name for p in (ROOT / "experiments").glob("*.py")
+                 if p.name not in ("benchmark.py", "accelerator_check.py"))
+# Flags whose absence means "none" or "off", so they have no default to show.
+NO_DEFAULT = {"out", "config", "scaling", "coordinator", "num_processes", "process_id"}
+
+
+def test_every_script_is_checked_here():
+  missing = sorted(set(SCRIPTS) - set(RERUN))
+  assert not missing, f"give {missing} a tiny run and a changed flag in RERUN"
+
+
+def _main(script, monkeypatch):
+  path = ROOT / "experiments" / script
+  monkeypatch.setattr(sys, "argv", [str(path)])   # argparse's prog, as on the command line
+  return runpy.run_path(str(path))["main"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_rerun_with_a_changed_flag_is_one_line_and_exit_2(script, tmp_path, monkeypatch,
+                                                            capsys):
+  first, changed = RERUN[script]
+  out = tmp_path / "out"
+  main = _main(script, monkeypatch)
+
+  def stop(*args, **kwargs):   # a first run stopped once its config.json is written
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(driver, "resume", stop)
+  monkeypatch.setattr(seed_runner, "EXAMPLES", ())   # seed_examples computes no example
+  try:
+    main(first + ["--out", str(out)])
+  except SystemExit as e:      # the failed write, one line too
+    err = capsys.readouterr().err
+    assert e.code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"{script}: OSError: ") and "No space left" in err, err
+  assert (out / "config.json").exists()
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as e:
+    main(first + changed + ["--out", str(out)])
+  err = capsys.readouterr().err
+  assert e.value.code == 2, err
+  assert len(err.strip().splitlines()) == 1, err
+  assert err.startswith(f"{script}: error: ") and "holds the results of another config" in err
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_describes_every_flag_and_its_default(script, monkeypatch):
+  seen = {}
+
+  def grab(self, *args, **kwargs):
+    seen["parser"] = self
+    raise SystemExit(0)
+  monkeypatch.setattr(cli.Parser, "parse_args", grab)
+  with pytest.raises(SystemExit):
+    _main(script, monkeypatch)(["--help"])
+  p = seen["parser"]              # a KeyError: the script does not use cli.parser
+  assert p.description.rstrip().endswith("."), p.description   # not cut mid-sentence
+  assert "see above" not in p.format_help()
+  formatter = p.formatter_class(prog=p.prog)
+  for action in p._actions:
+    if isinstance(action, argparse._HelpAction):
+      continue
+    assert action.help, f"{script} {action.option_strings}: no help"
+    shown = formatter._get_help_string(action)
+    if action.nargs != 0 and action.dest not in NO_DEFAULT:
+      assert "(default" in shown, f"{script} {action.option_strings}: no default in {shown!r}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_argparse_errors_are_one_line(script, tmp_path, monkeypatch, capsys):
+  with pytest.raises(SystemExit) as e:
+    _main(script, monkeypatch)(["--out", str(tmp_path / "o"), "--no-such-flag"])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+  assert err.startswith(f"{script}: error: unrecognized arguments: --no-such-flag"), err
+  assert not (tmp_path / "o").exists()

@@ -4,11 +4,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any, Dict, List, Mapping, NamedTuple, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from jaxbp.core import activations as _act
+from jaxbp.core import checks
 from jaxbp.studies.depth_sweep.measure import RANDOM_READOUT
 from jaxbp.studies.depth_sweep.records import fit_window
 from jaxbp.theory import meanfield as _mf
@@ -51,7 +52,11 @@ class SweepConfig:
     batch: examples per net; ``||delta_l||^2`` is averaged over them.
     seeds: one random net (weights, inputs, targets) per seed and configuration;
       seed s draws the same standard-normal sample for every configuration.
-    skip: transient layers left out of the slope fit at each end.
+    skip: transient layers left out of the slope fit at each end, at every depth;
+      ``grid`` warns at depths too shallow for it (fewer than two layers would
+      stay) and fits those over ``skip = (depth - 2) // 2``. None (the default):
+      ``max_skip``, fewer where a depth is too shallow, without a warning.
+    max_skip: with ``skip`` None, the most layers left out at each end.
     dtype: ``"float64"`` (needs ``jax_enable_x64``) or ``"float32"``.
     memory_gb: how much memory the row-stacked groups computed at once may take:
       their forward and backward caches, ``4 (depth + 1) width`` values per row of
@@ -66,7 +71,8 @@ class SweepConfig:
   width: int = 500
   batch: int = 8
   seeds: Tuple[int, ...] = (0, 1, 2, 3)
-  skip: int = 5
+  skip: Optional[int] = None
+  max_skip: int = 5
   dtype: str = "float64"
   memory_gb: float = 2.0
 
@@ -88,12 +94,12 @@ class SweepConfig:
       if i not in INITS:
         raise ValueError(f"SweepConfig: unknown init {i!r}; valid inits are {', '.join(INITS)}.")
     for d in self.depths:
-      if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+      if not checks.is_int(d) or d < 1:
         raise ValueError(f"SweepConfig: every depth must be an int >= 1 (hidden layers), "
                          f"got depths={self.depths!r}.")
     set_("depths", tuple(sorted(set(int(d) for d in self.depths))))
     for s in self.seeds:
-      if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < 2 ** 31:
+      if not checks.is_int(s) or not 0 <= s < 2 ** 31:
         raise ValueError(f"SweepConfig: seeds must be ints in [0, 2^31), got {self.seeds!r}.")
     if len(set(self.seeds)) != len(self.seeds):
       raise ValueError(f"SweepConfig: seeds repeat: {self.seeds!r}.")
@@ -111,14 +117,24 @@ class SweepConfig:
       if set(self.inits) == {"gaussian"} and not grid[a]:
         raise ValueError(f"SweepConfig: the grid has no configurations for {a!r}: inits is "
                          f"only 'gaussian' and sigma_w2 has no values for it.")
-    for name, lo in (("width", 1), ("batch", 1), ("skip", 0)):
-      v = getattr(self, name)
-      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"SweepConfig: {name} must be an int >= {lo}, got {v!r}.")
+    for name, lo in (("width", 1), ("batch", 1), ("skip", 0), ("max_skip", 0)):
+      if name != "skip" or self.skip is not None:
+        set_(name, checks.int_at_least(getattr(self, name), lo, name, "SweepConfig"))
     if self.dtype not in DTYPES:
       raise ValueError(f"SweepConfig: dtype must be one of {DTYPES}, got {self.dtype!r}.")
-    if not (isinstance(self.memory_gb, (int, float)) and self.memory_gb > 0):
+    if not (checks.is_real(self.memory_gb) and self.memory_gb > 0):
       raise ValueError(f"SweepConfig: memory_gb must be a number > 0, got {self.memory_gb!r}.")
+
+  @property
+  def fit_skip(self) -> int:
+    """The layers left out at each end where the depth allows: ``skip``, or ``max_skip``."""
+    return self.max_skip if self.skip is None else self.skip
+
+  @classmethod
+  def quick(cls, **overrides) -> "SweepConfig":
+    """The README's main command (``depth_sweep.py --quick``): every axis of the study,
+    small enough for two CPU cores; ``overrides`` replace fields."""
+    return cls(**{**_QUICK, **overrides})
 
   @classmethod
   def from_dict(cls, config: Mapping) -> "SweepConfig":
@@ -136,17 +152,18 @@ class SweepConfig:
 
 
 def _check_variance(name, v):
-  if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
-      or not math.isfinite(v) or v < 0:
+  if not checks.is_real(v) or not math.isfinite(v) or v < 0:
     raise ValueError(f"SweepConfig: {name} values must be finite numbers >= 0, got {v!r}.")
   return float(v)
 
 
 # The README's main command: every axis of the study, small enough for two CPU cores.
-QUICK = SweepConfig(
+# At depth 2 no layer can be left out (two must stay to fit), at 16 and 48 four are.
+_QUICK = dict(
     sigma_w2={"sigmoid": (4.0, 16.0, 64.0), "tanh": (0.5, 1.5, 3.0),
               "relu": (1.0, 2.0, 3.0), "leaky_relu": (1.0, 2.0, 3.0)},
-    sigma_b2=(0.0, 0.1), depths=(2, 16, 48), width=256, batch=8, seeds=(0, 1, 2), skip=4)
+    sigma_b2=(0.0, 0.1), depths=(2, 16, 48), width=256, batch=8, seeds=(0, 1, 2), max_skip=4)
+QUICK = SweepConfig.quick()
 FULL = SweepConfig()
 
 
@@ -193,19 +210,21 @@ def _critical(activation, sigma_b2) -> List[float]:
 
 
 def narrowed_skip(config: SweepConfig) -> Dict[int, Tuple[int, int]]:
-  """``{depth: (first, last)}`` for the depths too shallow to leave ``skip`` layers out
-  at each end and keep two to fit: the window :func:`fit_window` fits there instead."""
-  windows = {d: fit_window(d, config.skip) for d in config.depths}
-  return {d: w for d, w in windows.items() if w[0] - 1 < config.skip}
+  """``{depth: (first, last)}`` for the depths too shallow to leave ``config.fit_skip``
+  layers out at each end and keep two to fit: the window :func:`fit_window` fits there
+  instead."""
+  windows = {d: fit_window(d, config.fit_skip) for d in config.depths}
+  return {d: w for d, w in windows.items() if w[0] - 1 < config.fit_skip}
 
 
 def grid(config: SweepConfig) -> List[Point]:
   """Every point of the sweep, in a stable order (activation, init, sigma_b2, sigma_w2, depth).
 
-  Warns when ``skip`` cannot be honoured at some depth, saying what is fitted there.
+  Warns when a ``skip`` asked for cannot be honoured at some depth, saying what is
+  fitted there (with ``skip`` None the window narrows as documented, silently).
   """
   narrowed = narrowed_skip(config)
-  if narrowed:
+  if narrowed and config.skip is not None:
     warnings.warn(
         f"SweepConfig: skip={config.skip} would leave fewer than two layers to fit at depth "
         f"{', '.join(map(str, narrowed))}; fitting "

@@ -57,7 +57,7 @@ def finite_mean(a):
 def fit_window(depth: int, skip: int) -> Tuple[int, int]:
   """The hidden layers ``[first, last]`` the slope is fitted over: ``skip`` left out at
   each end, at most ``(depth - 2) // 2`` so that two layers stay (depth 3 with skip 5
-  fits layers [1, 3]); the sweep's ``grid`` warns when that happens."""
+  fits layers [1, 3]); the sweep's ``grid`` warns when that narrows a ``skip`` asked for."""
   s = min(skip, max(0, (depth - 2) // 2))
   return 1 + s, depth - s
 
@@ -69,7 +69,7 @@ _fit_log_slope = jax.jit(_diag.fit_log_slope, static_argnums=(1, 2))
 def summarise(point, th, rec, config) -> dict:
   """A configuration's row: its grid point, theory and the fitted slope over seeds."""
   d = point.depth
-  first, last = fit_window(d, config.skip)
+  first, last = fit_window(d, config.fit_skip)
   delta = as_float(rec["log_delta_sq"])[:, :d]      # hidden layers only
   weight = as_float(rec["log_weight_sq"])[:, :d]
   fit = lambda y: np.asarray(_fit_log_slope(jnp.asarray(y), first - 1, d - last))
@@ -110,7 +110,7 @@ def predictions(point, th, delta, config, measured_slope) -> dict:
     hidden layers), its mean and variance across seeds, measured and predicted.
   """
   d = point.depth
-  first, last = fit_window(d, config.skip)
+  first, last = fit_window(d, config.fit_skip)
   q1 = point.sigma_w2 * th.v0 + point.sigma_b2
   if point.sigma_w2 > 0 and q1 > 0:
     pred = {k: float(v) for k, v in _fw.sweep_predictions(

@@ -40,6 +40,29 @@ PREDICTIONS = {"mean_field": ("slope_theory", "slope_error"),
                "finite_width": ("slope_finite_width", "slope_error_finite_width")}
 
 
+def best_prediction(row) -> tuple:
+  """``(name, slope, error)`` of the most complete prediction a row has a finite error
+  for: finite width, else layerwise, else mean field (``PREDICTIONS``' names)."""
+  for name in ("finite_width", "layerwise", "mean_field"):
+    slope, err = PREDICTIONS[name]
+    if np.isfinite(row.get(err, np.nan)):
+      return name, row[slope], row[err]
+  return "mean_field", row["slope_theory"], row["slope_error"]
+
+
+def verdict(row) -> str:
+  """The report's last column: whether the measured slope is within ``TOLERANCE`` of
+  :func:`best_prediction` (naming it where it is not finite width), or how the
+  configuration overflowed."""
+  if row["status"] != "ok":
+    return f"{row['status']} at layer {row['first_nonfinite_layer']} ({row['nonfinite_pass']})"
+  name, _, err = best_prediction(row)
+  if not np.isfinite(err):
+    return "no prediction"
+  word = "within" if abs(err) <= TOLERANCE else "outside"
+  return word if name == "finite_width" else f"{word} ({name.replace('_', ' ')})"
+
+
 def _agreement_by_prediction(rows, deepest) -> dict:
   """Per prediction, at the deepest depth: configurations (status ok) within TOLERANCE."""
   deep = [r for r in rows if r["depth"] == deepest and r["status"] == "ok"]
@@ -223,13 +246,14 @@ def _report(rows, config, summary) -> str:
       f"{config.dtype}, depths {list(config.depths)}, {summary['configurations']} configurations "
       f"({summary['computed']} computed in this run, {summary['devices']} device(s)).", "",
       "Per configuration, ``ln mean_batch ||delta_l||^2`` is fitted by least squares "
-      f"against the layer index over hidden layers [skip+1, depth-skip] (skip = {config.skip}), "
+      f"against the layer index over hidden layers [skip+1, depth-skip] ({_skip_text(config)}), "
       "one fit per seed; the table gives the mean (± standard error over seeds) of the "
       "per-layer change going backwards, beside the mean-field prediction "
       "``ln chi_1`` (jaxbp.meanfield.gradient_log_slope). Inputs start at q* (at v0 = 1 "
       "where q* = 0 or is infinite); the loss is a random linear readout, so delta at the "
       "output is standard normal and independent of the forward pass.", "",
-      f"## Agreement at depth {deepest} (target: within {TOLERANCE} nats/layer)", "",
+      f"## Agreement with ln χ₁ at depth {deepest} (target: within {TOLERANCE} nats/layer)",
+      "",
       "| activation | configurations | within tolerance | max abs error | median abs error |",
       "|---|---|---|---|---|"]
   for a, s in summary["by_activation"].items():
@@ -238,18 +262,23 @@ def _report(rows, config, summary) -> str:
   misses = [r for r in rows if r["depth"] == deepest and r["status"] == "ok"
             and np.isfinite(r["slope_error"]) and abs(r["slope_error"]) > TOLERANCE]
   lines += ["", f"## Measured vs predicted, depth {deepest}", "",
-            "| activation | init | σ_w² | σ_b² | q* | χ₁ | predicted ln χ₁ | measured | "
-            "error | status |", "|---|---|---|---|---|---|---|---|---|---|"]
+            "Three predictions of the slope (see the next section): mean field ``ln χ₁`` at "
+            "q*, the layerwise infinite-width profile, and that profile at finite width, the "
+            "best of them. The error is the measured slope minus the finite-width one; the "
+            f"last column says whether it is within ±{TOLERANCE} (against the layerwise or "
+            "mean-field prediction, named, where a row has no finite-width one).", "",
+            "| activation | init | σ_w² | σ_b² | q* | χ₁ | predicted ln χ₁ | layerwise | "
+            "finite width | measured | error | within ±" + f"{TOLERANCE}? |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     if r["depth"] != deepest:
       continue
-    status = r["status"] if r["status"] == "ok" else (
-        f"{r['status']} at layer {r['first_nonfinite_layer']} ({r['nonfinite_pass']})")
     lines.append(
         f"| {r['activation']} | {r['init']} | {r['sigma_w2']:.4g} | {r['sigma_b2']:g} | "
         f"{_fmt(r['q_star'], '.4g')} | {_fmt(r['chi1'], '.4f')} | {_fmt(r['slope_theory'])} | "
-        f"{_fmt(r['slope_measured'])} ± {_fmt(r['slope_sem'])} | {_fmt(r['slope_error'], '+.4f')} | "
-        f"{status} |")
+        f"{_fmt(r.get('slope_layerwise'))} | {_fmt(r.get('slope_finite_width'))} | "
+        f"{_fmt(r['slope_measured'])} ± {_fmt(r['slope_sem'])} | "
+        f"{_fmt(best_prediction(r)[2], '+.4f')} | {verdict(r)} |")
   lines += _finite_sections(rows, config, summary)
   bad = [r for r in rows if r["status"] != "ok"]
   lines += ["", "## Notes", ""]
@@ -285,6 +314,13 @@ def _report(rows, config, summary) -> str:
   return "\n".join(lines)
 
 
+def _skip_text(config) -> str:
+  if config.skip is not None:
+    return f"skip = {config.skip}"
+  return (f"skip = {config.max_skip}, fewer where a depth is too shallow to keep two layers: "
+          "(depth - 2) // 2")
+
+
 def _finite_sections(rows, config, summary):
   """The report's sections on the layerwise and finite-width predictions and the spread."""
   deepest = max(config.depths)
@@ -299,16 +335,7 @@ def _finite_sections(rows, config, summary):
   for name, s in by.items():
     lines.append(f"| {name.replace('_', ' ')} | {s['n']} | {s['within_tolerance']} | "
                  f"{_fmt(s['max_abs_error'])} |")
-  lines += ["", "| activation | init | σ_w² | σ_b² | measured | ln χ₁ | error | layerwise | "
-            "error | finite width | error |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   deep = [r for r in rows if r["depth"] == deepest]
-  for r in deep:
-    lines.append(
-        f"| {r['activation']} | {r['init']} | {r['sigma_w2']:.4g} | {r['sigma_b2']:g} | "
-        f"{_fmt(r['slope_measured'])} ± {_fmt(r['slope_sem'])} | {_fmt(r['slope_theory'])} | "
-        f"{_fmt(r['slope_error'], '+.4f')} | {_fmt(r['slope_layerwise'])} | "
-        f"{_fmt(r['slope_error_layerwise'], '+.4f')} | {_fmt(r['slope_finite_width'])} | "
-        f"{_fmt(r['slope_error_finite_width'], '+.4f')} |")
   lines += ["", f"## Spread across seeds, depth {deepest}", "",
             "R = ln mean_batch ||delta_1||^2 - ln mean_batch ||delta_depth||^2 over the hidden "
             f"layers, one value per seed ({len(config.seeds)} seeds: the measured variance is "

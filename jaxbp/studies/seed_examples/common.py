@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxbp.core import checks
+
 if hasattr(jax, "enable_x64"):
   def float64():
     """A context in which JAX computes in float64; the flag it found is back on exit."""
@@ -78,12 +80,8 @@ class Config:
   only: str = ""
 
   def __post_init__(self):
-    if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
-        or self.seed < 0:
-      raise ValueError(f"Config: seed must be an int >= 0, got {self.seed!r}.")
-    object.__setattr__(self, "seed", int(self.seed))
-    if not isinstance(self.torch, bool):
-      raise ValueError(f"Config: torch must be True or False, got {self.torch!r}.")
+    object.__setattr__(self, "seed", checks.int_at_least(self.seed, 0, "seed", "Config"))
+    object.__setattr__(self, "torch", checks.boolean(self.torch, "torch", "Config"))
     if not isinstance(self.only, str):
       raise ValueError(f"Config: only must be a string (part of an example's name), "
                        f"got {self.only!r}.")

@@ -37,12 +37,13 @@ def run(config: Config = Config(), out_dir=None) -> list[Row]:
 
   Raises:
     TypeError: if ``config`` is not a :class:`Config`.
-    ValueError: if ``out_dir`` cannot be written.
+    ValueError: if ``out_dir`` cannot be written, or holds another config's results.
   """
   if not isinstance(config, Config):
     raise TypeError(f"run: config must be a seed_examples.Config, got {type(config).__name__}.")
   if out_dir is not None:
     out_dir = driver.check_out_dir(out_dir)
+    driver.check_config(out_dir, config)   # one config's results per directory, as every study
   started = time.time()
   with float64():
     rows = [_on_host(row) for name, fn in EXAMPLES if config.selects(name) for row in fn(config)]
