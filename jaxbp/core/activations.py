@@ -32,6 +32,8 @@ from typing import Callable, NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
+import jaxbp.core.checks as _checks
+
 
 class Activation(NamedTuple):
   """An activation function and its hand-derived derivative.
@@ -190,18 +192,8 @@ def get(activation: ActivationLike) -> Activation:
   >>> get("tanh").name
   'tanh'
   """
-  if isinstance(activation, Activation):
-    return activation
-  if isinstance(activation, str):
-    try:
-      return _REGISTRY[activation.lower()]
-    except KeyError:
-      raise ValueError(
-          f"Unknown activation {activation!r}; valid names are {', '.join(names())}, "
-          "or pass a jaxbp.activations.Activation (e.g. leaky_relu(0.2)).") from None
-  raise TypeError(
-      f"activation must be a name or a jaxbp.activations.Activation, got "
-      f"{type(activation).__name__}: {activation!r}.")
+  return _checks.lookup(activation, Activation, _REGISTRY, "activation",
+                        "a jaxbp.activations.Activation (e.g. leaky_relu(0.2))")
 
 
 class NetActivations:

@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import jaxbp.core.activations as _act
 import jaxbp.core.checks as _checks
 import jaxbp.core.initializers as _init
-import jaxbp.core.losses as _losses
 from jaxbp.core.layers import RowScale, Trace, layer_stream, take_sample
 
 
@@ -399,20 +398,3 @@ class Family(_act.NetActivations):
         out.append(p)
     return tuple(out)
 
-
-def objective(net: Family, loss: _losses.LossLike, reduction: str = "mean"):
-  """The pure scalar objective ``(params, x, y) -> loss(net.apply(params, x), y)``.
-
-  >>> net = jaxbp.MLP((3, 3, 2, 3), "relu")
-  >>> loss_fn = objective(net, "softmax_cross_entropy")
-  >>> g = jax.grad(loss_fn)(net.init(jax.random.PRNGKey(0)), jnp.ones((2, 3)), jnp.array([0, 2]))
-  """
-  loss = _losses.get(loss)
-  if reduction not in ("mean", "sum"):
-    raise ValueError(f"objective: reduction must be 'mean' or 'sum' (a scalar), got "
-                     f"{reduction!r}; call the loss's fn with reduction='none' for per-example terms.")
-
-  def loss_fn(params, x, y):
-    return loss.fn(net.apply(params, x), y, reduction)
-
-  return loss_fn

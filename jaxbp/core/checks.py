@@ -92,3 +92,21 @@ def int_tuple(values: Iterable, name: str, where: str = "", low: int = 1,
 
 def _where(where: str) -> str:
   return f"{where}: " if where else ""
+
+
+def lookup(value, cls: type, registry: dict, what: str, hint: str):
+  """A registry entry by (case-insensitive) name, or ``value`` itself if it is a ``cls``.
+
+  ``what`` names the argument ("activation", "loss"), ``hint`` the object to
+  pass instead ("a jaxbp.losses.Loss").
+  """
+  if isinstance(value, cls):
+    return value
+  if isinstance(value, str):
+    try:
+      return registry[value.lower()]
+    except KeyError:
+      raise ValueError(f"Unknown {what} {value!r}; valid names are "
+                       f"{', '.join(sorted(registry))}, or pass {hint}.") from None
+  raise TypeError(f"{what} must be a name or {hint.split(' (')[0]}, got "
+                  f"{type(value).__name__}: {value!r}.")

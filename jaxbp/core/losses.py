@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxbp.core.activations as _act
+import jaxbp.core.checks as _checks
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -233,17 +234,7 @@ def names() -> tuple[str, ...]:
 
 def get(loss: LossLike) -> Loss:
   """Looks a loss up by name, or passes a :class:`Loss` through."""
-  if isinstance(loss, Loss):
-    return loss
-  if isinstance(loss, str):
-    try:
-      return _REGISTRY[loss.lower()]
-    except KeyError:
-      raise ValueError(
-          f"Unknown loss {loss!r}; valid names are {', '.join(names())}, "
-          "or pass a jaxbp.losses.Loss.") from None
-  raise TypeError(f"loss must be a name or a jaxbp.losses.Loss, got "
-                  f"{type(loss).__name__}: {loss!r}.")
+  return _checks.lookup(loss, Loss, _REGISTRY, "loss", "a jaxbp.losses.Loss")
 
 
 def output_delta(phi_out: _act.Activation, loss: Loss, z, h, y, reduction: str):

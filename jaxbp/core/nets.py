@@ -18,13 +18,8 @@ Parameters are a tuple of :class:`Dense` ``(W, b)``, one per layer. With
 layer, so compile time does not grow with depth. ``remat=True`` wraps every
 layer in ``jax.checkpoint``, so the backward pass recomputes activations
 instead of storing them (seed 001: cache forward values, or recompute them).
-``remat=k`` (an int >= 2) checkpoints the stacked hidden layers in blocks of k:
-an outer ``lax.scan`` over blocks, each block an inner scan under
-``jax.checkpoint``, so the backward pass keeps only every k-th activation and
-recomputes one block at a time (~L / k + 3 k arrays h for L layers instead of
-~L; k ~ sqrt(L) minimises it; Chen et al. 2016, "Training deep nets with
-sublinear memory cost"). Without ``stack``, blocks of k consecutive layers are
-checkpointed together.
+``remat=k`` checkpoints blocks of k layers (~L / k + 3 k stored activations
+instead of ~L; k ~ sqrt(L) is best; Chen et al. 2016).
 
 Two variants for deep nets (seed 003 §4.4's remedies):
 
@@ -47,7 +42,8 @@ import numpy as np
 
 import jaxbp.core.activations as _act
 import jaxbp.core.checks as _checks
-from jaxbp.core.base import Family, Group, objective  # noqa: F401
+import jaxbp.core.losses as _losses
+from jaxbp.core.base import Family, Group
 from jaxbp.core.kinds import BatchNormKind, DenseKind, layer_forward  # noqa: F401
 from jaxbp.core.layers import (BatchNormDense, Dense, RowScale, Trace, batch_norm,  # noqa: F401
                                 layer_inputs, layer_stream, take_sample, unstack)
@@ -151,3 +147,21 @@ class MLP(Family):
     if self.remat_block > 1:
       extras += f", remat={self.remat}"
     return f"MLP(sizes={self.sizes}, activation={self.phi.name!r}{extras})"
+
+
+def objective(net: Family, loss: _losses.LossLike, reduction: str = "mean"):
+  """The pure scalar objective ``(params, x, y) -> loss(net.apply(params, x), y)``.
+
+  >>> net = MLP((3, 3, 2, 3), "relu")
+  >>> loss_fn = objective(net, "softmax_cross_entropy")
+  >>> g = jax.grad(loss_fn)(net.init(jax.random.PRNGKey(0)), jnp.ones((2, 3)), jnp.array([0, 2]))
+  """
+  loss = _losses.get(loss)
+  if reduction not in ("mean", "sum"):
+    raise ValueError(f"objective: reduction must be 'mean' or 'sum' (a scalar), got "
+                     f"{reduction!r}; call the loss's fn with reduction='none' for per-example terms.")
+
+  def loss_fn(params, x, y):
+    return loss.fn(net.apply(params, x), y, reduction)
+
+  return loss_fn
