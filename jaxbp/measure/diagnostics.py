@@ -53,6 +53,7 @@ import jax.numpy as jnp
 from jaxbp.core import activations as _act
 from jaxbp.core import backprop as _backprop
 from jaxbp.core import nets as _nets
+from jaxbp.core.kinds import BatchNormKind, DenseKind
 from jaxbp.measure.probes import autodiff_backward, probed_trace, zero_probes  # noqa: F401
 
 
@@ -100,7 +101,7 @@ def scaled_norm(a, axes):
   return jnp.squeeze(scale, axes) * jnp.sqrt(jnp.sum((a / scale) ** 2, axis=axes))
 
 
-def per_layer(net: _nets.MLP, arrays, reduce: Callable) -> jax.Array:
+def per_layer(net: _nets.Family, arrays, reduce: Callable, steps: bool = False) -> jax.Array:
   """Applies ``reduce`` to every layer's array and stacks the results, ``(K, ...)``.
 
   Args:
@@ -109,6 +110,9 @@ def per_layer(net: _nets.MLP, arrays, reduce: Callable) -> jax.Array:
       ``trace.z`` or ``deltas``; a stacked group carries a leading layer axis,
       which is walked (vmapped) through.
     reduce: ``array -> array`` for one layer, e.g. ``lambda d: jnp.sum(d ** 2)``.
+    steps: the arrays are trace-aligned (``z``, ``h``, deltas), so a tied group
+      (an RNN's recurrence) carries a leading step axis, walked like a stack's
+      layers; its parameters and gradients carry none.
 
   >>> import jaxbp
   >>> net = jaxbp.MLP((2, 3, 3, 3, 1), "relu", stack=True)
@@ -117,8 +121,8 @@ def per_layer(net: _nets.MLP, arrays, reduce: Callable) -> jax.Array:
   [3.0, 3.0, 3.0, 1.0]
   """
   tree = jax.tree_util
-  stacks = [a if net.is_stacked(g) else tree.tree_map(lambda v: v[None], a)
-            for g, a in enumerate(arrays)]
+  stacks = [a if net.is_stacked(g) or (steps and net.is_tied(g))
+            else tree.tree_map(lambda v: v[None], a) for g, a in enumerate(arrays)]
   shapes = {tuple((v.shape[1:], v.dtype) for v in tree.tree_leaves(a)) for a in stacks}
   if len(shapes) == 1:
     # Equal layer shapes (a uniform net): one (K, ...) stack, one vmapped reduce,
@@ -127,24 +131,39 @@ def per_layer(net: _nets.MLP, arrays, reduce: Callable) -> jax.Array:
   return jnp.concatenate([jax.vmap(reduce)(a) for a in stacks], axis=0)
 
 
+def _refuse_tied(net, where):
+  if any(net.is_tied(g) for g in range(len(net.plan))):
+    raise ValueError(
+        f"{where}: {net} has a tied (recurrent) layer: one gradient for all its steps, so "
+        "there is no per-layer table of gradients beside the per-step deltas; take the "
+        "deltas per step with per_layer(net, deltas, reduce, steps=True).")
+
+
+def _couples_batch(net) -> bool:
+  return any(getattr(group.kind, "couples_batch", False) for group in net.plan)
+
+
 def _bias_of(p):
   return p.beta if isinstance(p, _nets.BatchNormDense) else p.b
 
 
-def layer_norms(net: _nets.MLP, grads, deltas) -> GradientNorms:
+def layer_norms(net: _nets.Family, grads, deltas) -> GradientNorms:
   """:class:`GradientNorms` from gradients and deltas aligned with the params.
 
   Takes the output of any backward pass (:func:`jaxbp.backprop.backward`,
   :func:`autodiff_backward`), for plain, residual or batch-norm nets.
   """
-  weight = per_layer(net, [p.W for p in grads], lambda w: scaled_norm(w, (0, 1)))
+  _refuse_tied(net, "layer_norms")
+  grads = net.split_params(grads)
+  weight = per_layer(net, [p.W for p in grads], lambda w: scaled_norm(w, tuple(range(w.ndim))))
   biases = [_bias_of(p) for p in grads]
   if any(b is None for b in biases):
     bias = jnp.zeros_like(weight)   # no biases: the empty gradient has norm 0
   else:
     bias = per_layer(net, biases, lambda b: scaled_norm(b, (0,)))
   # ||delta||_F / sqrt(batch): the per-example root-mean-square norm.
-  delta = per_layer(net, deltas, lambda d: scaled_norm(d, (0, 1)) / jnp.sqrt(d.shape[0]))
+  delta = per_layer(net, deltas,
+                    lambda d: scaled_norm(d, tuple(range(d.ndim))) / jnp.sqrt(d.shape[0]))
   return GradientNorms(weight, bias, delta)
 
 
@@ -166,7 +185,7 @@ def gram_norm(h, d):
   return sh * sd * jnp.sqrt(jnp.maximum(inner, 0.0))
 
 
-def norms_from_deltas(net: _nets.MLP, x, trace: _nets.Trace, deltas,
+def norms_from_deltas(net: _nets.Family, x, trace: _nets.Trace, deltas,
                       blocks: int | None = None) -> GradientNorms:
   """:class:`GradientNorms` from the deltas and the forward trace, without forming dW.
 
@@ -183,7 +202,11 @@ def norms_from_deltas(net: _nets.MLP, x, trace: _nets.Trace, deltas,
       and every norm is taken per block of ``batch / C`` rows. Each field is
       then ``(K, C)``.
   """
-  if any(net.is_batchnorm(g) for g in range(len(net.groups))):
+  _refuse_tied(net, "norms_from_deltas")
+  if any(type(group.kind) not in (DenseKind, BatchNormKind) for group in net.plan):
+    raise ValueError(f"norms_from_deltas: {net} has layers whose dW is not h^T delta "
+                     "(convolutions, readouts); use layer_norms(net, grads, deltas).")
+  if _couples_batch(net):
     raise ValueError("norms_from_deltas: batch-norm layers' dW is not h^T delta; use "
                      "layer_norms(net, grads, deltas) with the grads of backprop.backward.")
   if blocks is None:
@@ -208,7 +231,7 @@ def norms_from_deltas(net: _nets.MLP, x, trace: _nets.Trace, deltas,
 METHODS = ("backprop", "autodiff")
 
 
-def gradient_norms(net: _nets.MLP, loss, params, x, y, reduction: str = "mean",
+def gradient_norms(net: _nets.Family, loss, params, x, y, reduction: str = "mean",
                    method: str = "backprop") -> GradientNorms:
   """``||dL/dW_k||``, ``||dL/db_k||`` and the RMS ``||delta_k||``, one per layer.
 
@@ -269,7 +292,7 @@ def fit_log_slope(log_sq_norms, skip_input: int = 0, skip_output: int = 0) -> ja
 # -- the input-output Jacobian ---------------------------------------------------
 
 
-def jacobian(net: _nets.MLP, params, x, mode: str = "auto") -> jax.Array:
+def jacobian(net: _nets.Family, params, x, mode: str = "auto") -> jax.Array:
   """Per-example input-output Jacobians ``J[b] = d h_K[b] / d h_0[b]``, ``(batch, out, in)``.
 
   ``mode="forward"`` pushes the ``in`` basis vectors through ``jax.linearize``
@@ -286,7 +309,7 @@ def jacobian(net: _nets.MLP, params, x, mode: str = "auto") -> jax.Array:
   >>> J.shape
   (5, 2, 3)
   """
-  if any(net.is_batchnorm(g) for g in range(len(net.groups))):
+  if _couples_batch(net):
     raise ValueError(
         "jacobian: a batch-norm net couples the examples of a batch, so there is no "
         "per-example Jacobian; use net with batchnorm=False, or differentiate "
@@ -294,8 +317,11 @@ def jacobian(net: _nets.MLP, params, x, mode: str = "auto") -> jax.Array:
   if mode not in ("auto", "forward", "reverse"):
     raise ValueError(f"jacobian: mode must be 'auto', 'forward' or 'reverse', got {mode!r}.")
   x = net.check_input(x)
-  n_in, n_out = net.sizes[0], net.sizes[-1]
+  if x.ndim != 2:
+    raise ValueError(f"jacobian: takes nets whose examples are vectors, (batch, in); got x of "
+                     f"shape {x.shape} for {net}.")
   f = lambda x: net.apply(params, x)
+  n_in, n_out = x.shape[1], jax.eval_shape(f, x).shape[-1]
   if mode == "forward" or (mode == "auto" and n_in <= n_out):
     _, push = jax.linearize(f, x)
     cols = jax.vmap(lambda e: push(jnp.broadcast_to(e, x.shape)))(jnp.eye(n_in, dtype=x.dtype))
@@ -306,7 +332,7 @@ def jacobian(net: _nets.MLP, params, x, mode: str = "auto") -> jax.Array:
   return jnp.transpose(rows, (1, 0, 2))             # (out, batch, in) -> (batch, out, in)
 
 
-def jacobian_singular_values(net: _nets.MLP, params, x, mode: str = "auto") -> jax.Array:
+def jacobian_singular_values(net: _nets.Family, params, x, mode: str = "auto") -> jax.Array:
   """Singular values of every example's :func:`jacobian`, ``(batch, min(in, out))``, descending.
 
   All equal to 1 is dynamical isometry (Pennington et al. 2017): every direction

@@ -16,12 +16,12 @@ from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxbp.core import backprop as _backprop
 from jaxbp.core import losses as _losses
-from jaxbp.core.nets import MLP
+from jaxbp.core.checks import is_int as _is_int
+from jaxbp.core.nets import MLP, Family
 from jaxbp.measure.inspect import inspect_with_grads
 import jaxbp.train.optimizers as optimizers
 
@@ -119,7 +119,7 @@ def _nans(s):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2), static_argnames=("grad_method", "reduction"))
-def train_step(net: MLP, loss, tx, params, opt_state, x, y, grad_method="autodiff",
+def train_step(net: Family, loss, tx, params, opt_state, x, y, grad_method="autodiff",
                reduction="mean"):
   """One jitted update: ``(params, opt_state, StepInfo)``; ``net``, ``loss`` and ``tx``
   are static (hashable).
@@ -140,7 +140,7 @@ def _check_method(grad_method):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1), static_argnames=("reduction",))
-def evaluate(net: MLP, loss, params, x, y, reduction="mean"):
+def evaluate(net: Family, loss, params, x, y, reduction="mean"):
   """``(loss, accuracy)`` of ``params`` on ``(x, y)``, e.g. a test set."""
   loss = _losses.get(loss)
   out = net.apply(params, x)
@@ -190,7 +190,8 @@ def _first_bad_layer(value, grads):
   """Index of the first params entry with a non-finite gradient; G if only the
   loss is non-finite; -1 if everything is finite."""
   per_layer = jnp.stack([jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf))
-                                            for leaf in jax.tree_util.tree_leaves(p)]))
+                                            for leaf in jax.tree_util.tree_leaves(p)]
+                                           or [jnp.array(True)]))
                          for p in grads] + [jnp.isfinite(value)])
   return jnp.where(jnp.all(per_layer), -1, jnp.argmin(per_layer))
 
@@ -281,7 +282,7 @@ def _fit(params, x, y, key, *, net, loss, tx, steps, batch_size, tol, grad_metho
   return Fit(params, opt_state, history, made, stop, o_step, o_layer, reports)
 
 
-def fit(net: MLP, loss, params, x, y, tx: optax.GradientTransformation, *, steps: int,
+def fit(net: Family, loss, params, x, y, tx: optax.GradientTransformation, *, steps: int,
         batch_size: Optional[int] = None, key=None, tol: Optional[float] = None,
         grad_method: str = "autodiff", reduction: str = "mean",
         monitor: Union[bool, int] = False) -> Fit:
@@ -341,10 +342,6 @@ def fit(net: MLP, loss, params, x, y, tx: optax.GradientTransformation, *, steps
   return _fit(params, x, y, key, net=net, loss=_losses.get(loss), tx=tx, steps=steps,
               batch_size=batch_size, tol=None if tol is None else float(tol),
               grad_method=_check_method(grad_method), reduction=reduction, every=every)
-
-
-def _is_int(v):
-  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def _check(ok, message, where="fit"):
