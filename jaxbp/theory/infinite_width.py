@@ -60,7 +60,7 @@ from jax import lax
 
 from jaxbp.core import activations as _activations
 from jaxbp.core import checks as _checks
-from jaxbp.theory import quadrature as _quadrature
+import jaxbp.theory.quadrature as _quadrature
 
 NUM_POINTS = 2048  # nodes of the z-rule: 256 panels x 8 Gauss-Legendre nodes on [-12, 12]
 _ITERS = 100      # safeguarded Newton steps for a fixed point

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxbp.theory import quadrature as _quadrature
+import jaxbp.theory.quadrature as _quadrature
 
 
 def expect(fns, q, n_pts):

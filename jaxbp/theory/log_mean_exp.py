@@ -27,7 +27,7 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.theory import quadrature as _quadrature
+import jaxbp.theory.quadrature as _quadrature
 
 _S_MAX = 6.0
 _S_STEPS = 48
