@@ -25,9 +25,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--smoke", action="store_true",
                       help="tiny sizes and two device tests, every step (about a minute on a CPU)")
   parser.add_argument("--budget", type=float, default=accelerator.Config.budget_s,
-                      help="seconds for the whole run (default %(default)s)")
+                      help="seconds for the whole run")
   parser.add_argument("--steps", nargs="+", choices=accelerator.STEPS,
-                      default=list(accelerator.STEPS), help="default: all, in this order")
+                      default=list(accelerator.STEPS), help="which steps, run in this order")
   args = parser.parse_args(argv)
   config = cli.config_or_exit(parser, lambda: accelerator.Config(
       smoke=args.smoke, budget_s=args.budget, steps=tuple(args.steps)), args.out)
