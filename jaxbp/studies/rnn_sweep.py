@@ -363,12 +363,13 @@ def report(config: Config, rows) -> str:
         f"{r['tied_seed_sd']:.4f} / {r['untied_seed_sd']:.4f} | {r['tied_example_sd']:.4f} / "
         f"{r['untied_example_sd']:.4f} / {r['predicted_slope_sd']:.4f} |")
   ratio = [r["tied_seed_sd"] / r["untied_seed_sd"] for r in rows if r["untied_seed_sd"] > 0]
-  missed = [_label(r) for r in rows if not r["tied_within"]]
+  missed = [f"{_label(r)} (error {r['tied_error']:+.3f}, {abs(r['tied_error']) / r['tied_sem']:.1f} "
+            "s.e.)" for r in rows if not r["tied_within"]]
   lines += ["", f"**Tied against untied.** The untied control is the recursion the finite-width "
             f"theory describes ({untied} of {len(rows)} within {TOLERANCE}). Tying the weights "
             f"multiplies the seed-to-seed spread of the slope by {min(ratio):.1f} to "
             f"{max(ratio):.1f} (median {np.median(ratio):.1f})" + (
-                f"; the tied RNN misses at: {'; '.join(missed)}." if missed else "."),
+                f"; the tied RNN misses at: {'; '.join(missed)}." if missed else "."), "",
             "Where it misses, the step Jacobians D_t W^T are nearly one matrix: relu's active "
             "sets persist from step to step (more so as the input's share of q_t falls), and "
             "a tanh near q = 0 has D_t close to I. Backprop through time then multiplies "
