@@ -2,18 +2,18 @@
 init against off-critical Gaussian init (Xiao et al. 2018, at digit scale).
 
 Each net is ``depth`` 3x3 convolutions of ``channels`` channels, every one
-followed by tanh (no residual, no normalisation: ``ConvNet(outputs=None,
-output_activation="tanh")``), then a dense readout to the 10 classes, trained
-with SGD + momentum (and global-norm clipping) on softmax cross-entropy in one
-compiled loop. A *setting* is an init and its sigma_w^2 ("critical": the
+followed by tanh (no residual, no normalisation), then a dense readout to the 10
+classes: ``ConvNet(outputs=10, readout=...)``, trained with SGD + momentum (and
+global-norm clipping) on softmax cross-entropy by :func:`jaxbp.training.fit`
+(one compiled loop, reshuffled every epoch). A *setting* is an init and its sigma_w^2 ("critical": the
 chi_1 = 1 value at the config's sigma_b^2). Besides the accuracies, each run
 records how the gradient reaches the input at init:
 ``log10 ||dL/dW_1|| / ||dL/dW_depth||``.
 
 The readout reads the flattened last feature map by default. A delta-orthogonal
 stack starts as a 1x1 convolution, so at init each pixel's features are a
-function of that pixel alone; a global average pool (``readout="pool"``, as
-``ConvNet(outputs=10)``) would then see only a histogram of intensities, and
+function of that pixel alone; a global average pool (``readout="pool"``)
+would then see only a histogram of intensities, and
 where the strokes lie could reach the readout only once the off-centre taps
 have grown through all ``depth`` layers.
 
@@ -26,18 +26,16 @@ import dataclasses
 import functools
 import math
 import time
-from typing import NamedTuple, Optional, Tuple
+from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from jaxbp.core import backprop as _backprop
 from jaxbp.core import checks
-import jaxbp.core.convnets as _convnets
 from jaxbp.core.convnets import ConvNet
 from jaxbp.core.layers import Dense
-import jaxbp.core.losses as _losses
 from jaxbp.studies.common import CONV_INITS, conv_initializer
 import jaxbp.studies.driver as driver
 from jaxbp.theory import meanfield
@@ -124,9 +122,11 @@ class Config:
     set_("seeds", checks.int_tuple(self.seeds, "seeds", _W, low=0))
 
   def net(self) -> ConvNet:
-    """The convolutions: ``depth`` of them, each followed by tanh."""
+    """The whole net: ``depth`` tanh convolutions (the hidden ``c -> c`` ones
+    stacked under ``lax.scan``), then the dense readout to the 10 classes."""
     return ConvNet(channels=(1,) + (self.channels,) * self.depth, kernel_size=self.kernel_size,
-                   activation="tanh", output_activation="tanh", padding=self.padding, ndim=2,
+                   activation="tanh", padding=self.padding, ndim=2, outputs=10,
+                   readout=self.readout, spatial=8 if self.readout == "flatten" else None,
                    stack=True)
 
   def features(self) -> int:
@@ -149,84 +149,68 @@ def images(dataset: _data.Dataset):
   return shape(dataset.x_train), dataset.y_train, shape(dataset.x_test), dataset.y_test
 
 
-class Params(NamedTuple):
-  """The convolutions' params (``ConvNet.init``) and the dense readout."""
-  conv: tuple
-  readout: Dense
-
-
-def init_params(config: Config, key, init: str, sigma_w2: float) -> Params:
-  """The convolutions drawn by the setting's init, the readout ``N(0, 1 / fan_in)``, bias 0."""
-  c_key, r_key = jax.random.split(key)
-  conv = config.net().init(c_key, init=initializer(init, sigma_w2, config.sigma_b2))
-  n = config.features()
-  dtype = conv[0].W.dtype
-  W = jax.random.normal(r_key, (n, 10), dtype) / math.sqrt(n)
-  return Params(conv, Dense(W, jnp.zeros(10, dtype)))
-
-
-def logits(config: Config, params: Params, x):
-  """``(batch, 8, 8, 1)`` images to ``(batch, 10)`` logits."""
-  h = config.net().apply(params.conv, x)
-  f = h.reshape(h.shape[0], -1) if config.readout == "flatten" else \
-      _convnets.global_average_pool(h)
-  return f @ params.readout.W + params.readout.b[None, :]
-
-
 LOSS = "softmax_cross_entropy"
 
 
-def loss_fn(config: Config):
-  """``(params, x, y) -> mean softmax cross-entropy``."""
-  fn = _losses.get(LOSS).fn
-  return lambda params, x, y: fn(logits(config, params, x), y, "mean")
+def init_params(config: Config, key, init: str, sigma_w2: float) -> tuple:
+  """``config.net()``'s params: the convolutions drawn by the setting's init, the
+  readout ``N(0, 1 / fan_in)`` with bias 0.
+
+  The readout is redrawn after ``ConvNet.init``, which would give it the
+  setting's initializer: ``sigma_w2 / fan_in`` (4x too large for Gaussian
+  sigma_w^2 = 4) or an orthogonal matrix, and a bias of variance sigma_b^2. The
+  study compares the convolutions' inits, so every setting starts from the same
+  readout law."""
+  c_key, r_key = jax.random.split(key)
+  net = config.net()
+  params = net.init(c_key, init=initializer(init, sigma_w2, config.sigma_b2))
+  n = config.features()
+  dtype = params[0].W.dtype
+  W = jax.random.normal(r_key, (n, 10), dtype) / math.sqrt(n)
+  return params[:-1] + (Dense(W, jnp.zeros(10, dtype)),)
 
 
-def train(config: Config, params: Params, x, y, key):
-  """``epochs`` passes over ``(x, y)`` in shuffled batches, one compiled ``lax.scan``
-  (compiled once per config: ``config`` is a static argument).
+@functools.lru_cache(maxsize=None)
+def optimizer(config: Config):
+  """The config's momentum SGD with clipping, one object per config: ``fit``
+  takes it as a static argument, so the same object reuses the compiled loop."""
+  return _training.optimizer("momentum", config.learning_rate, momentum=config.momentum,
+                             clip_norm=config.clip_norm)
 
-  Returns the trained params and the per-step losses (a non-finite loss marks
-  an overflow; the run goes on, and its accuracies say what became of it)."""
+
+def train(config: Config, params, x, y, key) -> _training.Fit:
+  """``epochs`` passes over ``(x, y)`` in batches reshuffled every epoch, by
+  :func:`jaxbp.training.fit` (compiled once per config: the net, loss, optimizer
+  and step count are its static arguments, equal for every run of a config).
+
+  Returns ``fit``'s :class:`~jaxbp.training.Fit`; ``history.loss`` holds the
+  per-step losses. On the first non-finite loss or gradient ``fit`` stops
+  updating (``status(fit) == "overflow"``) and the later losses are NaN."""
   if x.ndim != 4 or x.shape[1:] != (8, 8, 1) or y.shape[:1] != x.shape[:1]:
     raise ValueError(f"conv_train.train: x must be (n, 8, 8, 1) images with n labels y, got x "
                      f"{x.shape} and y {y.shape}.")
   if x.shape[0] < config.batch_size:
     raise ValueError(f"conv_train.train: batch_size {config.batch_size} is larger than the "
                      f"{x.shape[0]} training images; an epoch needs at least one full batch.")
-  return _train(config, params, x, y, key)
+  steps = config.epochs * (x.shape[0] // config.batch_size)
+  return _training.fit(config.net(), LOSS, params, x, y, optimizer(config), steps=steps,
+                       batch_size=config.batch_size, key=key)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _train(config: Config, params: Params, x, y, key):
-  tx = _training.optimizer("momentum", config.learning_rate, momentum=config.momentum,
-                           clip_norm=config.clip_norm)
-  n, b = x.shape[0], config.batch_size
-  per_epoch = n // b
-  loss = loss_fn(config)
-
-  def step(carry, idx):
-    p, s = carry
-    value, g = jax.value_and_grad(loss)(p, x[idx], y[idx])
-    updates, s = tx.update(g, s, p)
-    return (optax.apply_updates(p, updates), s), value
-
-  order = jax.vmap(lambda k: jax.random.permutation(k, n)[:per_epoch * b])(
-      jax.random.split(key, config.epochs)).reshape(-1, b)
-  (params, _), values = jax.lax.scan(step, (params, tx.init(params)), order)
-  return params, values
+# Jitted once here (net and loss static), so every run of a config reuses one program.
+_grad = jax.jit(_backprop.grad, static_argnums=(0, 1))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def evaluate(config: Config, params: Params, x, y):
-  """``(loss, accuracy)`` on ``(x, y)``."""
-  out = logits(config, params, x)
-  return _losses.get(LOSS).fn(out, y, "mean"), _training.accuracy(LOSS, out, y)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _grad(config: Config, params: Params, x, y):
-  return jax.grad(loss_fn(config))(params, x, y)
+def grad_ratio(config: Config, params, x, y) -> float:
+  """``log10 ||dL/dW_1|| / ||dL/dW_depth||``: the first and the last convolution's
+  kernel gradients by the hand backward pass (:func:`jaxbp.backprop.grad`);
+  -inf when the first underflowed to 0."""
+  net = config.net()
+  g = _grad(net, LOSS, params, x, y)
+  first = float(jnp.sqrt(jnp.sum(g[0].W ** 2)))
+  last_conv = g[-2].W[-1] if net.is_stacked(len(g) - 2) else g[-2].W
+  last = float(jnp.sqrt(jnp.sum(last_conv ** 2)))
+  return math.log10(first / last) if first > 0 and last > 0 else -math.inf
 
 
 def train_one(config: Config, init: str, sigma_w2: float, seed: int) -> dict:
@@ -236,20 +220,17 @@ def train_one(config: Config, init: str, sigma_w2: float, seed: int) -> dict:
   p_key, b_key = jax.random.split(jax.random.PRNGKey(seed))
   params = init_params(config, p_key, init, sigma_w2)
   # The gradient ratio at init, on the first 256 images (the whole set costs ~6x more).
-  g = _grad(config, params, x[:256], y[:256])
-  first = float(jnp.sqrt(jnp.sum(g.conv[0].W ** 2)))
-  last = float(jnp.sqrt(jnp.sum(g.conv[-1].W ** 2)))
-  trained, values = train(config, params, x, y, b_key)
-  values = np.asarray(values)
-  test_loss, test_acc = evaluate(config, trained, x_test, y_test)
-  train_loss, train_acc = evaluate(config, trained, x, y)
-  ratio = math.log10(first / last) if first > 0 and last > 0 else -math.inf
+  ratio = grad_ratio(config, params, x[:256], y[:256])
+  result = train(config, params, x, y, b_key)
+  values = np.asarray(result.history.loss)
+  net = config.net()
+  test_loss, test_acc = _training.evaluate(net, LOSS, result.params, x_test, y_test)
+  train_loss, train_acc = _training.evaluate(net, LOSS, result.params, x, y)
   return {"test_accuracy": float(test_acc), "train_accuracy": float(train_acc),
           "test_loss": float(test_loss), "train_loss": float(train_loss),
-          "status": "overflow" if not np.all(np.isfinite(values)) else "ok",
-          "steps": int(values.shape[0]), "log10_grad_ratio": ratio,
-          "first_loss": float(values[0]), "last_epoch_loss": float(np.mean(
-              values[-(values.shape[0] // config.epochs):])),
+          "status": _training.status(result), "steps": int(values.shape[0]),
+          "log10_grad_ratio": ratio, "first_loss": float(values[0]),
+          "last_epoch_loss": float(np.mean(values[-(values.shape[0] // config.epochs):])),
           "seconds": time.perf_counter() - t0}
 
 
