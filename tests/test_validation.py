@@ -13,7 +13,6 @@ from jaxbp.core import losses
 from jaxbp.theory import meanfield
 from jaxbp.train import training
 from jaxbp import io
-from jaxbp.studies import benchmark
 from jaxbp.studies import conv_sweep
 from jaxbp.studies import depth_sweep
 from jaxbp.studies import driver
@@ -141,7 +140,6 @@ CASES = [
     ("remedies-config-remedy", lambda: remedies.Config(settings=("magic",)), ValueError, ["magic"]),
     ("spectrum-config-width", lambda: spectrum.Config(width=0), ValueError, ["width"]),
     ("spectrum-config-weights", lambda: spectrum.Config(weights=("uniform",)), ValueError, ["uniform"]),
-    ("benchmark-config-repeats", lambda: benchmark.Config(repeats=0), ValueError, ["repeats"]),
     ("seed-examples-config-seed", lambda: seed_examples.Config(seed=-1), ValueError, ["seed"]),
     ("train-digits-config-epochs", lambda: train_digits.Config(epochs=0), ValueError, ["epochs"]),
     ("himmelblau-config-steps", lambda: himmelblau.Config(steps=0), ValueError, ["steps"]),
