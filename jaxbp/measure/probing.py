@@ -9,9 +9,9 @@ the following ``add`` of a params-only vector (the bias). Between the op and its
 bias there may be the moves that ``vmap`` and equinox put there (transpose,
 squeeze, reshapes and broadcasts that only add or drop unit axes, float
 conversions): ``z`` is taken after them, so it has the model's own layout. Where
-``z`` is then normalised by its own statistics (batch norm, layer norm:
-``(z - mean) * rsqrt(var + eps)``, then any scale and shift), the normalised value
-is a second site of kind ``"norm"``. A ``jaxbp.tap`` (a ``jit`` named
+``z`` is then normalised by its own statistics (batch or layer norm,
+``(z - mean) * rsqrt(var + eps)``; RMS norm; then any scale and shift), the
+normalised value is a second site of kind ``"norm"``. A ``jaxbp.tap`` (a ``jit`` named
 ``jaxbp_tap:<name>``) marks any other point. ``scan`` bodies are analysed once
 and every iteration becomes its own layer; every branch of a ``cond``/``switch``
 is analysed, its layers reported whether taken or not; ``jit``/``pjit``,
@@ -238,7 +238,7 @@ def analyse(jaxpr, in_flags, leaf_names, notes: Optional[Notes] = None) -> tuple
     elif _has_sub_jaxpr(eqn):
       notes.opaque.add(name)
     if not _extend(i, eqn, fin, plan, pending, uses):
-      _track_norm(eqn, plan, pending, uses, tags, normed)
+      _track_norm(eqn, plan, pending, tags, normed)
     for v, f in zip(eqn.outvars, outs):
       flags[v] = f
   _name_activations(jaxpr, plan)
@@ -291,12 +291,14 @@ def _extend(i, eqn, fin, plan, pending, uses) -> bool:
 _REDUCE = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin")
 
 
-def _track_norm(eqn, plan, pending, uses, tags, normed):
+def _track_norm(eqn, plan, pending, tags, normed):
   # Follows a layer's z into a normalisation by its own statistics,
   # (z - mean(z)) * rsqrt(var(z) + eps) or (z - mean) / sqrt(var + eps), over any
-  # axes (batch norm, layer norm), tagging values by their role: "z" (z moved
-  # only), "stat" (reduced from z), "root" (rsqrt of a stat), "sqrt", "centred",
-  # and the "normed" result, which becomes a site of kind "norm".
+  # axes (batch norm, layer norm), or z * rsqrt(mean(z^2) + eps) (RMS norm),
+  # tagging values by their role: "z" (z moved only), "stat" (reduced from z),
+  # "root" (rsqrt of a stat), "sqrt", "centred", and the "normed" result, which
+  # becomes a site of kind "norm". A softmax's z - max(z) is "centred" too, but
+  # exp() of it is no longer z's scale, so it never becomes "normed".
   ins = []
   for a in eqn.invars:
     if isinstance(a, jcore.Literal):
@@ -323,8 +325,8 @@ def _track_norm(eqn, plan, pending, uses, tags, normed):
     tag = role[0]
   elif name == "sub" and role == ["z", "stat"]:
     tag = "centred"
-  elif (name == "mul" and sorted(map(str, role)) == ["centred", "root"]) or (
-      name == "div" and role == ["centred", "sqrt"]):
+  elif (name == "mul" and sorted(map(str, role)) in (["centred", "root"], ["root", "z"])) or (
+      name == "div" and role in (["centred", "sqrt"], ["z", "sqrt"])):
     tag = "normed"
   elif name in ("rsqrt", "sqrt") and role[0] == "stat":
     tag = "root" if name == "rsqrt" else "sqrt"

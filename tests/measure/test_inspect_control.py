@@ -122,14 +122,15 @@ def test_switch_with_a_layerless_branch_and_a_model_that_is_only_a_cond():
 
 def test_attention_scores_are_not_layers():
   # q @ k.T and softmax(.) @ v multiply two data-derived operands: only the four
-  # projections are layers.
+  # projections are layers. The log-softmax of the output's z centres it by its
+  # max but is no normalisation: no "norm" row.
   p = _params({"Wq": (4, 4), "Wk": (4, 4), "Wv": (4, 4), "Wo": (4, 3), "bo": (3,)}, seed=3)
   x = jax.random.normal(jax.random.PRNGKey(4), (5, 4), jnp.float64)
 
   def loss_fn(p, x, probe=0.0):
     q, k, v = x @ p["Wq"], x @ p["Wk"], x @ p["Wv"]
     a = jax.nn.softmax(q @ k.T / 2.0, axis=-1) @ v
-    return jnp.sum(jnp.tanh(a @ p["Wo"] + p["bo"][None] + probe) ** 2)
+    return -jnp.sum(jax.nn.log_softmax(a @ p["Wo"] + p["bo"][None] + probe)[:, 0])
 
   report = jax.jit(lambda p, x: inspect(loss_fn, p, x))(p, x)
   assert report.names == ("Wq · dot_general", "Wk · dot_general", "Wv · dot_general",
@@ -153,13 +154,17 @@ def test_a_data_scaled_weight_is_not_a_layer():
 # --- normalisation: the probe before it, and a second row after it.
 
 def _hand_norm(z, axis, p, form):
+  if form == "rms":
+    zn = z * jax.lax.rsqrt(jnp.mean(z ** 2, axis, keepdims=True) + 1e-5)
+    return zn * p["g"][None] + p["beta"][None]
   m = jnp.mean(z, axis, keepdims=True)
   v = jnp.mean((z - m) ** 2, axis, keepdims=True)
   zn = (z - m) / jnp.sqrt(v + 1e-5) if form == "sqrt" else (z - m) * jax.lax.rsqrt(v + 1e-5)
   return zn * p["g"][None] + p["beta"][None]
 
 
-@pytest.mark.parametrize("axis, form", [(0, "sqrt"), (-1, "rsqrt")], ids=["batch", "layer"])
+@pytest.mark.parametrize("axis, form", [(0, "sqrt"), (-1, "rsqrt"), (-1, "rms")],
+                         ids=["batch", "layer", "rms"])
 def test_normalisation_gets_a_post_normalisation_row(axis, form):
   p = _params({"W1": (3, 4), "b1": (4,), "g": (4,), "beta": (4,), "W2": (4, 2), "b2": (2,)},
               seed=7)

@@ -63,14 +63,16 @@ def test_conv_fan_in_and_residual_has_no_chain():
 def test_theory_tracks_a_wide_tanh_mlp():
   net = nets.MLP.uniform(32, 512, 8, 4, activation="tanh")
   # sigma_b2 > 0: the variance map's fixed point depends on the biases being in z.
-  params = net.init(jax.random.PRNGKey(0), init=initializers.gaussian(1.5, sigma_b2=0.1),
+  params = net.init(jax.random.PRNGKey(0), init=initializers.gaussian(1.5, sigma_b2=0.05),
                     dtype=jnp.float64)
   x, y = _data(32, 4, 128)
   r = inspect(lambda p, x, y: MSE(net.apply(p, x), y), params, x, y)
   t = r.theory()
   assert (t.start, t.stop, t.activation) == (0, 8, "tanh")
-  assert abs(t.sigma_b2 - 0.1) < 0.03
+  assert abs(t.sigma_b2 - 0.05) < 0.02
   # The hidden layers (512 units); the 4-unit output's mean z^2 is too noisy to compare.
+  # Seed to seed, each hidden q differs from theory by up to ~4% (finite width and
+  # batch, biases or not): this seed's largest is 4.3%.
   np.testing.assert_allclose(t.q[:8], np.asarray(r.q)[:8], rtol=0.05)
   np.testing.assert_allclose(t.ln_delta_sq, np.log(np.asarray(r.delta_sq))[:9], atol=0.15)
   assert abs(t.slope - t.measured_slope) < 0.03
