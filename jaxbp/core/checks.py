@@ -12,6 +12,9 @@ import math
 import numbers
 from typing import Any, Iterable, Sequence
 
+import jax
+import numpy as np
+
 
 def is_int(value) -> bool:
   """Whether ``value`` is an integer (Python or NumPy), and not a bool."""
@@ -110,3 +113,39 @@ def lookup(value, cls: type, registry: dict, what: str, hint: str):
                        f"{', '.join(sorted(registry))}, or pass {hint}.") from None
   raise TypeError(f"{what} must be a name or {hint.split(' (')[0]}, got "
                   f"{type(value).__name__}: {value!r}.")
+
+
+def real_array(value, name, where, low=None, high=None, open_low=False, allow_inf=False):
+  """Raises unless ``value``, a real number or an array of them, has every entry in
+  ``[low, high]`` (``(low, high]`` with ``open_low``) and finite (``+inf`` too with
+  ``allow_inf``). A TypeError names what is not a real number (a str, a bool, None,
+  complex), a ValueError a number out of range. Traced values (under jit or vmap)
+  cannot be read, and pass: only concrete numbers are checked."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  if is_real(value) and not allow_inf:
+    finite(value, name, where, low=low, high=high, open_low=open_low)
+    return
+  try:
+    v = np.asarray(value)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return                                     # a list holding traced values
+  except (TypeError, ValueError):
+    v = None
+  if v is None or v.dtype.kind not in "iuf":
+    what = type(value).__name__ + (f" of {value.dtype}" if hasattr(value, "dtype") else "")
+    raise TypeError(f"{where}: {name} must be a real number or an array of them, got "
+                    f"{value!r} ({what}).")
+  with np.errstate(invalid="ignore"):
+    ok = np.isfinite(v) | ((v == np.inf) & allow_inf)
+    if low is not None:
+      ok &= (v > low) if open_low else (v >= low)
+    if high is not None:
+      ok &= v <= high
+  if not ok.all():
+    bounds = " and".join(([f" {'>' if open_low else '>='} {low}"] if low is not None else [])
+                         + ([f" <= {high}"] if high is not None else []))
+    kind = "a number (inf allowed)" if allow_inf else "a finite number"
+    bad = tuple(int(i) for i in np.argwhere(~ok)[0])
+    at = f" at index {bad} of {value!r}" if bad else ""
+    raise ValueError(f"{where}: {name} must be {kind}{bounds}, got {v[bad].item()!r}{at}.")

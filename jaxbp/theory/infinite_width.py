@@ -67,6 +67,10 @@ _ITERS = 100      # safeguarded Newton steps for a fixed point
 _START_HI, MAX_SIGMA_W2 = 20.0, 2.0 ** 16  # critical_sigma_w2's bracket grows from 20 to this
 
 
+check_real = _checks.real_array       # concrete-argument checks, shared with finite_width
+check_points = _quadrature.check_points
+
+
 class DepthScales(NamedTuple):
   """Depth scales of Schoenholz et al. (2017), in layers.
 
@@ -85,18 +89,6 @@ class DepthScales(NamedTuple):
   xi_grad: jax.Array
 
 
-def _rule(num_points, dtype):
-  """The shared normal rule (:func:`jaxbp.theory.quadrature.normal_rule`) in ``dtype``."""
-  z, w = _quadrature.normal_rule(num_points)
-  return z.astype(dtype), w.astype(dtype)
-
-
-def _bivariate_points(num_points):
-  # A product rule, a quarter of the nodes per axis: 512^2 by default (sigmoid: q <~ 30).
-  step = 2 * _quadrature.ORDER
-  return max(step, (int(num_points) // 4) // step * step)
-
-
 def gaussian_expectation(f, q, num_points=NUM_POINTS):
   """E_{z ~ N(0,1)}[f(sqrt(q) z)], elementwise in q, by composite Gauss-Legendre
   quadrature against the normal density (:func:`jaxbp.theory.quadrature.normal_rule`).
@@ -110,22 +102,10 @@ def gaussian_expectation(f, q, num_points=NUM_POINTS):
   if not callable(f):
     raise TypeError(f"gaussian_expectation: f must be an elementwise function, got {f!r}.")
   (q,) = _variances("gaussian_expectation", "q", q)
-  x, w = _rule(num_points, jnp.result_type(q, float))
+  x, w = _quadrature.rule(num_points, jnp.result_type(q, float))
   shape = (1,) * q.ndim + (-1,)
   u = jnp.sqrt(q)[..., None] * x.reshape(shape)
   return jnp.sum(w.reshape(shape) * f(u), axis=-1)
-
-
-def _bivariate_expectation(f, g, q, c, num_points):
-  """E[f(u_1) g(u_2)], (u_1, u_2) centred Gaussian, variances q, correlation c."""
-  q, c = jnp.broadcast_arrays(q, c)
-  x, w = _rule(_bivariate_points(num_points), jnp.result_type(q, c, float))
-  shape = (1,) * q.ndim
-  z1, z2 = x.reshape(shape + (-1, 1)), x.reshape(shape + (1, -1))
-  ww = np.outer(w, w).reshape(shape + (len(w), len(w)))
-  s, c = jnp.sqrt(q)[..., None, None], c[..., None, None]
-  u2 = s * (c * z1 + jnp.sqrt(jnp.maximum(1.0 - c * c, 0.0)) * z2)
-  return jnp.sum(ww * f(s * z1) * g(u2), axis=(-2, -1))
 
 
 def _elementwise(activation):
@@ -135,42 +115,6 @@ def _elementwise(activation):
         f"meanfield needs an elementwise activation, got {act.name!r}, whose units are "
         "coupled; use softmax only as the output of the loss.")
   return act
-
-
-def check_real(value, name, where, low=None, high=None, open_low=False, allow_inf=False):
-  """Raises unless ``value``, a real number or an array of them, has every entry in
-  ``[low, high]`` (``(low, high]`` with ``open_low``) and finite (``+inf`` too with
-  ``allow_inf``). A TypeError names what is not a real number (a str, a bool, None,
-  complex), a ValueError a number out of range. Traced values (under jit or vmap)
-  cannot be read, and pass: only concrete numbers are checked."""
-  if isinstance(value, jax.core.Tracer):
-    return
-  if _checks.is_real(value) and not allow_inf:
-    _checks.finite(value, name, where, low=low, high=high, open_low=open_low)
-    return
-  try:
-    v = np.asarray(value)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return                                     # a list holding traced values
-  except (TypeError, ValueError):
-    v = None
-  if v is None or v.dtype.kind not in "iuf":
-    what = type(value).__name__ + (f" of {value.dtype}" if hasattr(value, "dtype") else "")
-    raise TypeError(f"{where}: {name} must be a real number or an array of them, got "
-                    f"{value!r} ({what}).")
-  with np.errstate(invalid="ignore"):
-    ok = np.isfinite(v) | ((v == np.inf) & allow_inf)
-    if low is not None:
-      ok &= (v > low) if open_low else (v >= low)
-    if high is not None:
-      ok &= v <= high
-  if not ok.all():
-    bounds = " and".join(([f" {'>' if open_low else '>='} {low}"] if low is not None else [])
-                         + ([f" <= {high}"] if high is not None else []))
-    kind = "a number (inf allowed)" if allow_inf else "a finite number"
-    bad = tuple(int(i) for i in np.argwhere(~ok)[0])
-    at = f" at index {bad} of {value!r}" if bad else ""
-    raise ValueError(f"{where}: {name} must be {kind}{bounds}, got {v[bad].item()!r}{at}.")
 
 
 def _variances(where, q_name=None, q=None, **variances):
@@ -187,12 +131,6 @@ def _variances(where, q_name=None, q=None, **variances):
   # One dtype, never weak: the jitted internals then compile once per shape.
   dtype = jnp.result_type(*values, float)
   return [jnp.asarray(v, dtype) for v in values]
-
-
-def check_points(num_points):
-  """``num_points`` as an int, if it is a node count the rule takes (a ValueError otherwise)."""
-  _quadrature.normal_rule(num_points)
-  return int(num_points)
 
 
 def _jit(fn):
@@ -338,7 +276,7 @@ def _correlation(act, c, q, s, b, n):
   q, b = jnp.where(jnp.isinf(q), 1.0, q), jnp.where(jnp.isinf(q), 0.0, b)
   r2 = jnp.minimum(q, 1.0)
   f = lambda u: act.fn(u) / jnp.sqrt(r2).reshape(r2.shape + (1,) * (u.ndim - r2.ndim))
-  e, m = _bivariate_expectation(f, f, q, c, n), gaussian_expectation(lambda u: f(u) ** 2, q, n)
+  e, m = _quadrature.bivariate_expectation(f, f, q, c, n), gaussian_expectation(lambda u: f(u) ** 2, q, n)
   return jnp.where(b > 0, (s * e * r2 + b) / (s * m * r2 + b), e / m)
 
 
@@ -355,7 +293,7 @@ def _depth_scales(act, s, b, n):
   # Chaotic phase: c = 1 is unstable; solve for c* < 1 from c = 0, where
   # dc'/dc = sigma_w2 E[phi'(u_1) phi'(u_2)] = chi_c(c) (Poole et al. 2016).
   cmap = lambda c: _correlation(act, c, q, s, b, n)
-  chi_c = lambda c: s * _bivariate_expectation(act.grad, act.grad, q, c, n)
+  chi_c = lambda c: s * _quadrature.bivariate_expectation(act.grad, act.grad, q, c, n)
   c_star = _solve(cmap, chi_c, jnp.zeros_like(chi), _ITERS, -1.0, 1.0)
   rate_c = jnp.where((chi <= 1) | jnp.isinf(_depth(chi)), chi, chi_c(c_star))
   slope = _variance_slope(act, jnp.where(jnp.isfinite(q), q, 1.0), s, n)

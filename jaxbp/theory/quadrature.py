@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.core import checks
@@ -55,3 +56,33 @@ def _normal_rule(num_points):
   z, w = z.ravel(), (w / w.sum()).ravel()
   z.flags.writeable = w.flags.writeable = False
   return z, w
+
+
+def rule(num_points, dtype):
+  """The shared normal rule (:func:`normal_rule`) in ``dtype``."""
+  z, w = normal_rule(num_points)
+  return z.astype(dtype), w.astype(dtype)
+
+
+def bivariate_points(num_points):
+  # A product rule, a quarter of the nodes per axis: 512^2 by default (sigmoid: q <~ 30).
+  step = 2 * ORDER
+  return max(step, (int(num_points) // 4) // step * step)
+
+
+def bivariate_expectation(f, g, q, c, num_points):
+  """E[f(u_1) g(u_2)], (u_1, u_2) centred Gaussian, variances q, correlation c."""
+  q, c = jnp.broadcast_arrays(q, c)
+  x, w = rule(bivariate_points(num_points), jnp.result_type(q, c, float))
+  shape = (1,) * q.ndim
+  z1, z2 = x.reshape(shape + (-1, 1)), x.reshape(shape + (1, -1))
+  ww = np.outer(w, w).reshape(shape + (len(w), len(w)))
+  s, c = jnp.sqrt(q)[..., None, None], c[..., None, None]
+  u2 = s * (c * z1 + jnp.sqrt(jnp.maximum(1.0 - c * c, 0.0)) * z2)
+  return jnp.sum(ww * f(s * z1) * g(u2), axis=(-2, -1))
+
+
+def check_points(num_points):
+  """``num_points`` as an int, if it is a node count the rule takes (a ValueError otherwise)."""
+  normal_rule(num_points)
+  return int(num_points)
