@@ -132,6 +132,27 @@ def conv_kernel_grad(h, delta, padding: str, kernel):
                                       dimension_numbers=dims)
 
 
+def check_images(x, ndim: int, c_in: int, spatial=None):
+  """``x`` if it is ``(batch, *spatial, c_in)``, channels last, with ``ndim`` spatial
+  axes (and the given spatial shape); a ValueError naming the layout otherwise."""
+  want = "(batch" + ", n" * ndim + f", {c_in})"
+  if x.ndim != ndim + 2:
+    raise ValueError(
+        f"x has shape {x.shape} (rank {x.ndim}), expected rank {ndim + 2}: {want}, "
+        f"channels last, for ndim={ndim}. A single example needs a batch axis: x[None].")
+  if x.shape[-1] != c_in:
+    hint = (" It looks channels-first: move the channels last with jnp.moveaxis(x, 1, -1)."
+            if x.shape[1] == c_in else "")
+    raise ValueError(f"x has shape {x.shape}, expected {want}: {c_in} input channels, "
+                     f"last.{hint}")
+  if spatial is not None and x.shape[1:-1] != spatial:
+    raise ValueError(f"x has shape {x.shape}, expected spatial shape {spatial} "
+                     f"(the net's spatial=, which its flatten readout is sized for).")
+  if x.size == 0:
+    raise ValueError(f"x has shape {x.shape}: an empty batch or image.")
+  return x
+
+
 @dataclasses.dataclass(frozen=True)
 class ConvKind:
   """A stride-1 convolution ``z = conv(h, W) + b`` with odd kernel ``(k,) * ndim``.
@@ -223,6 +244,6 @@ class FlattenReadout(DenseKind):
     return super().example_grads(h_in.reshape(h_in.shape[0], -1), p, z, delta)
 
 
-__all__ = ["PADDINGS", "ConvKind", "PoolReadout", "FlattenReadout", "conv", "pad",
+__all__ = ["PADDINGS", "check_images", "ConvKind", "PoolReadout", "FlattenReadout", "conv", "pad",
            "dimension_numbers", "channel_bias", "global_average_pool", "flip_kernel",
            "conv_input_grad", "conv_kernel_grad", "Dense"]

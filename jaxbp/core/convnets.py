@@ -6,13 +6,9 @@ Channels last, batch first; d spatial axes (``ndim``), stride 1, odd kernels::
     z_l[b, x, o] = sum_{u, i} h_{l-1}[b, x + u - p, i] W_l[u, i, o] + b_l[o]
     h_l = phi(z_l)                                     (batch, n_1, ..., n_d, c_l)
 
-with ``x`` and ``u`` multi-indices, ``u`` over the taps ``0 .. k-1`` of every
-spatial axis, ``p = (k - 1) / 2`` and ``W_l`` of shape ``(k, ..., k, c_{l-1},
-c_l)`` (HWIO). The index ``x + u - p`` is read modulo the spatial size with
-``padding="circular"`` (the mean-field theory's, Xiao et al. 2018: every
-position is alike) and as zero outside the image with ``padding="same"``. Both
-are a VALID convolution of the input padded by ``p`` on each side
-(:func:`pad`): wrapped, or with zeros.
+with ``u`` over the taps of every spatial axis, ``p = (k - 1) / 2``, ``W_l``
+HWIO, and ``x + u - p`` read modulo the size (``padding="circular"``, the
+mean-field theory's, Xiao et al. 2018) or as zero outside (``"same"``).
 
 With ``outputs=None`` the last convolution is the output layer and uses
 ``output_activation``. With ``outputs=n`` every convolution is hidden and a
@@ -23,13 +19,8 @@ global average pool over space, ``z = mean_x h_L[:, x, :] @ W + b``
 spatial shape must then be given).
 
 Parameters are a tuple of :class:`Conv` ``(W, b)``, then the readout's
-``Dense``. As for :class:`jaxbp.core.nets.MLP`, ``stack=True`` stores the
-identical hidden ``c -> c`` convolutions after the first as one ``Conv`` with a
-leading layer axis and runs them under ``lax.scan``, so compile time does not
-grow with depth; ``remat=True`` checkpoints every layer, ``remat=k`` blocks of
-k layers. ``residual=True``
-adds the input back around those hidden ``c -> c`` layers, ``h_l = h_{l-1} +
-phi(z_l)``.
+``Dense``; ``stack``, ``remat`` and ``residual`` are the MLP's (:mod:`jaxbp.core.nets`),
+on the hidden ``c -> c`` convolutions after the first.
 
 A ConvNet is a plan on the family base (:mod:`jaxbp.core.base`); its layer
 kinds and their hand-derived backward are in :mod:`jaxbp.core.conv_backprop`.
@@ -44,7 +35,7 @@ import jaxbp.core.activations as _act
 import jaxbp.core.checks as _checks
 from jaxbp.core.base import Family, Group
 from jaxbp.core.conv_backprop import (PADDINGS, ConvKind, FlattenReadout, PoolReadout,  # noqa: F401
-                                      channel_bias, conv, dimension_numbers,
+                                      channel_bias, check_images, conv, dimension_numbers,
                                       global_average_pool, pad)
 from jaxbp.core.layers import Conv, Dense  # noqa: F401
 
@@ -179,23 +170,7 @@ class ConvNet(Family):
 
   def check_input(self, x):
     """Validates ``x`` of shape ``(batch, *spatial, c_in)`` and returns it as an array."""
-    x = self._floating_input(x)
-    c_in, want = self.channels[0], "(batch" + ", n" * self.ndim + f", {self.channels[0]})"
-    if x.ndim != self.ndim + 2:
-      raise ValueError(
-          f"x has shape {x.shape} (rank {x.ndim}), expected rank {self.ndim + 2}: {want}, "
-          f"channels last, for ndim={self.ndim}. A single example needs a batch axis: x[None].")
-    if x.shape[-1] != c_in:
-      hint = (" It looks channels-first: move the channels last with jnp.moveaxis(x, 1, -1)."
-              if x.shape[1] == c_in else "")
-      raise ValueError(f"x has shape {x.shape}, expected {want}: {c_in} input channels, "
-                       f"last.{hint}")
-    if self.spatial is not None and x.shape[1:-1] != self.spatial:
-      raise ValueError(f"x has shape {x.shape}, expected spatial shape {self.spatial} "
-                       f"(the net's spatial=, which its flatten readout is sized for).")
-    if x.size == 0:
-      raise ValueError(f"x has shape {x.shape}: an empty batch or image.")
-    return x
+    return check_images(self._floating_input(x), self.ndim, self.channels[0], self.spatial)
 
   def __str__(self):
     extras = "".join(f", {f}=True" for f in ("stack", "residual") if getattr(self, f))
