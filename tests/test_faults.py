@@ -5,6 +5,7 @@ lock held by someone else, and interrupts while a study computes.
 The real-subprocess versions (SIGTERM, SIGINT, two writers) are in
 test_faults_processes.py.
 """
+import builtins
 import errno
 import os
 import signal
@@ -158,12 +159,55 @@ def test_an_out_dir_under_a_file_fails_before_compute(tmp_path, monkeypatch):
     sweep.run(TINY, str(bad), figures=False)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def _kernel_refuses_writes_in(directory):
+  probe = directory / ".probe"
+  try:
+    probe.write_text("")
+  except PermissionError:
+    return True
+  probe.unlink()
+  return False
+
+
+def _refuse_writes_in(monkeypatch, directory):
+  """Makes creating a file or directory under ``directory`` fail with EACCES, as the
+  kernel does for an ordinary user in a directory of mode 0o555. Root is exempt
+  from the mode (and CI runs the suite as root), so there the calls that create
+  (open for writing, os.open with O_CREAT, os.mkdir) are refused in process."""
+  inside = lambda path: os.path.abspath(os.fspath(path)).startswith(str(directory) + os.sep)
+
+  def refuse(path):
+    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+
+  real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
+
+  def open_(file, mode="r", *args, **kwargs):
+    if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+") and inside(file):
+      refuse(file)
+    return real_open(file, mode, *args, **kwargs)
+
+  def os_open(path, flags, *args, **kwargs):
+    if flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR) and inside(path):
+      refuse(path)
+    return real_os_open(path, flags, *args, **kwargs)
+
+  def mkdir(path, *args, **kwargs):
+    if inside(path):
+      refuse(path)
+    return real_mkdir(path, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, "open", open_)
+  monkeypatch.setattr(os, "open", os_open)
+  monkeypatch.setattr(os, "mkdir", mkdir)
+
+
 def test_a_read_only_out_dir_fails_before_compute(tmp_path, monkeypatch):
   ro = tmp_path / "ro"
   ro.mkdir()
   ro.chmod(0o555)
   try:
+    if not _kernel_refuses_writes_in(ro):      # root
+      _refuse_writes_in(monkeypatch, ro)
     with pytest.raises(ValueError, match="cannot be written.*Permission denied"):
       driver.check_out_dir(ro / "out")
     with pytest.raises(ValueError, match="cannot be written.*Permission denied"):
@@ -171,7 +215,9 @@ def test_a_read_only_out_dir_fails_before_compute(tmp_path, monkeypatch):
     _no_compute(monkeypatch)
     with pytest.raises(ValueError, match="Permission denied"):
       sweep.run(TINY, str(ro), figures=False)
+    assert os.listdir(ro) == []
   finally:
+    monkeypatch.undo()
     ro.chmod(0o755)
 
 

@@ -26,18 +26,24 @@ CONFIG = dict(sweep.FULL.to_dict(), activations=("relu",), inits=("gaussian", "h
               seeds=(0,), skip=1)
 TOTAL = 2 * 2 + 1     # 2 sigma_w2 x 2 sigma_b2, and he: one compiled program
 
-# The real script, slowed down before each save so that a signal lands mid-run.
+# The real script, paused before its (n+1)-th save until a signal ends it, so that
+# the signal lands mid-run however slow the machine: the pause writes a marker
+# file the test waits for, rather than the test racing a timed delay.
 _CHILD = textwrap.dedent("""
-    import runpy, signal, sys, time
+    import pathlib, runpy, signal, sys, time
     # Ctrl-C in a terminal; a background job would have inherited SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     from jaxbp.io import files
-    real_save, delay = files.ResultStore.save, float(sys.argv[1])
-    def slow_save(self, key, record):
-      time.sleep(delay)
+    real_save, pause_after, marker = files.ResultStore.save, int(sys.argv[1]), sys.argv[2]
+    saved = []
+    def paused_save(self, key, record):
+      if len(saved) == pause_after:
+        pathlib.Path(marker).write_text(str(len(saved)))
+        time.sleep(3600)                 # until the test's signal interrupts it
       real_save(self, key, record)
-    files.ResultStore.save = slow_save
-    sys.argv = ["depth_sweep.py"] + sys.argv[2:]
+      saved.append(key)
+    files.ResultStore.save = paused_save
+    sys.argv = ["depth_sweep.py"] + sys.argv[3:]
     runpy.run_path("experiments/depth_sweep.py", run_name="__main__")
 """)
 
@@ -48,28 +54,33 @@ def _finished(out):
       if store.is_dir() else []
 
 
-def _spawn(out, delay=0.3):
-  return subprocess.Popen(
-      [sys.executable, "-c", _CHILD, str(delay), "--out", str(out), *FLAGS], cwd=ROOT,
-      env=dict(os.environ, JAX_PLATFORMS="cpu"), stdout=subprocess.DEVNULL,
+def _spawn(out, pause_after):
+  """The sweep on ``out``, paused before save ``pause_after + 1``; returns (process, marker)."""
+  marker = out.parent / f"{out.name}.paused"
+  proc = subprocess.Popen(
+      [sys.executable, "-c", _CHILD, str(pause_after), str(marker), "--out", str(out), *FLAGS],
+      cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE, text=True)
+  return proc, marker
 
 
-def _wait_for(proc, out, n, seconds=240):
+def _wait_for_pause(proc, marker, seconds=300):
+  # A generous bound for a loaded machine (start-up and compile take seconds):
+  # it only limits how long a broken run can hang the suite.
   deadline = time.time() + seconds
-  while len(_finished(out)) < n:
+  while not marker.exists():
     if proc.poll() is not None:
-      raise AssertionError("the sweep ended early: " + proc.stderr.read()[-2000:])
-    assert time.time() < deadline, f"fewer than {n} saves within {seconds} s"
+      raise AssertionError("the sweep ended before its pause: " + proc.stderr.read()[-2000:])
+    assert time.time() < deadline, f"the sweep did not reach its pause within {seconds} s"
     time.sleep(0.01)
 
 
 @pytest.mark.parametrize("sig", (signal.SIGTERM, signal.SIGINT), ids=("SIGTERM", "SIGINT"))
 def test_a_signal_keeps_finished_configurations_and_a_rerun_resumes(tmp_path, sig):
   out = tmp_path / "o"
-  proc = _spawn(out)
+  proc, marker = _spawn(out, pause_after=2)
   try:
-    _wait_for(proc, out, 2)
+    _wait_for_pause(proc, marker)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
   finally:
@@ -80,7 +91,7 @@ def test_a_signal_keeps_finished_configurations_and_a_rerun_resumes(tmp_path, si
   assert "Traceback" not in err
   assert f"interrupted by {signal.Signals(sig).name}" in last and "rerun the same command" in last
   kept = _finished(out)
-  assert 2 <= len(kept) < TOTAL
+  assert len(kept) == 2                     # the two saved before the pause, no more
   assert not [n for d, _, ns in os.walk(out) for n in ns if n.endswith(".tmp")]
   assert not (out / "store" / ".lock").exists()           # released on the way out
   assert not (out / "results.json").exists()
@@ -94,12 +105,9 @@ def test_a_signal_keeps_finished_configurations_and_a_rerun_resumes(tmp_path, si
 
 def test_a_second_process_on_the_same_out_refuses_naming_the_first(tmp_path):
   out = tmp_path / "o"
-  first = _spawn(out, delay=60)      # holds the lock while computing: a minute a record
+  first, marker = _spawn(out, pause_after=1)   # holds the lock, paused mid-run
   try:
-    deadline = time.time() + 240
-    while not (out / "store" / ".lock").exists():
-      assert first.poll() is None and time.time() < deadline, "the first run never started"
-      time.sleep(0.01)
+    _wait_for_pause(first, marker)
     holder = json.loads((out / "store" / ".lock").read_text())
     assert holder["pid"] == first.pid
     second = subprocess.run(
@@ -117,6 +125,7 @@ def test_a_second_process_on_the_same_out_refuses_naming_the_first(tmp_path):
   assert "depth_sweep.py" in line                      # the holder's command
   # Every stored file is intact, and the rerun computes exactly the rest: none twice.
   kept = _finished(out)
+  assert len(kept) == 1
   for name in kept:
     assert results.read_json(out / "store" / name)["sha256"]
   assert sweep.run(CONFIG, str(out), figures=False)["computed"] == TOTAL - len(kept)

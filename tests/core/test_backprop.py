@@ -62,6 +62,49 @@ def _params(net, activation, seed):
                for p, k in zip(params, keys))
 
 
+def _dead_layers(net, grads):
+  """1-based layers with an all-zero gradient leaf (W, b, gamma or beta)."""
+  return [k + 1 for k, layer in enumerate(jaxbp.unstack(grads, net))
+          if not all(bool(jnp.any(leaf != 0)) for leaf in jax.tree_util.tree_leaves(layer))]
+
+
+def _assert_live(net, grads, what="gradient"):
+  # Dead ReLUs (or an underflow) would make a hand-vs-reference comparison 0 against 0.
+  dead = _dead_layers(net, grads)
+  assert not dead, (f"{what}: layers {dead} have an all-zero gradient leaf, so comparing it "
+                    "tests nothing; choose a key or inputs that keep every layer live")
+
+
+def _live_params(net, activation, seed, inputs, tries=64):
+  """``_params`` for the first seed from ``seed`` on whose ReLU net some example of
+  each input batch has an active unit in every hidden layer, so that the gradient
+  reaches every layer. A narrow deep ReLU net is dead for most keys (width 4,
+  depth 30, no bias: about 1 in 12), and comparing its zeros would test nothing.
+  Other activations keep ``seed``; the tests assert liveness on every gradient."""
+  if activation != "relu":
+    return _params(net, activation, seed)
+
+  def live(s):
+    trace = [net.trace(_params(net, activation, s), x) for x in inputs]
+    flags = []
+    for t in trace:
+      hidden = [z.reshape((-1,) + z.shape[-2:]) for z in t.z[:-1]]   # (layers, batch, width)
+      active = jnp.concatenate([jnp.any(z > 0, axis=-1) for z in hidden])  # (layers, batch)
+      flags.append(jnp.any(jnp.all(active, axis=0)))
+    return jnp.all(jnp.stack(flags))
+
+  # One compile for all the tries: eager dispatch of 64 deep traces takes longer.
+  ok = np.asarray(jax.jit(jax.vmap(live))(jnp.arange(seed, seed + tries)))
+  if not ok.any():
+    pytest.fail(f"no live ReLU net among params seeds {seed}..{seed + tries - 1}")
+  return _params(net, activation, seed + int(np.argmax(ok)))
+
+
+def _abs_sum(grads):
+  """sum |g| over a leading (seed or example) axis: live where any entry is."""
+  return jax.tree_util.tree_map(lambda a: jnp.abs(a).sum(0), grads)
+
+
 def _away_from_kink(net, params, x):
   z = jax.tree_util.tree_leaves(net.trace(params, x).z)
   return min(float(jnp.min(jnp.abs(a))) for a in z)
@@ -69,21 +112,23 @@ def _away_from_kink(net, params, x):
 
 # The full product activation x loss x depth x bias x stack (360 cases) takes
 # ~3 core-minutes, mostly XLA compiles. By default every (activation, loss,
-# depth) triple runs once, with (bias, stack) cycling through all four
-# combinations along the grid, so each activation and each loss meets every
-# combination. JAXBP_FULL_GRID=1 runs the full product.
+# depth) triple runs once, with (bias, stack) rotating through the four
+# combinations along both the (activation, loss) pairs and the depths, so that
+# every activation, every loss and every depth meets each combination (a stack
+# needs depth >= 3). JAXBP_FULL_GRID=1 runs the full product.
 _FULL = os.environ.get("JAXBP_FULL_GRID") == "1"
 _BIAS_STACK = ((True, True), (False, False), (True, False), (False, True))
 
 
 def _cases():
   for i, (a, lc, d) in enumerate(itertools.product(ACTIVATIONS, LOSS_CASES, DEPTHS)):
+    pair_index, depth_index = divmod(i, len(DEPTHS))
     # Depth 30 runs eagerly at ~0.9 s a case: by default a third of the (activation,
     # loss) pairs go that deep, rotated so that every activation and every loss does.
-    pair = divmod(i // len(DEPTHS), len(LOSS_CASES))
+    pair = divmod(pair_index, len(LOSS_CASES))
     if not _FULL and d == 30 and sum(pair) % 3:
       continue
-    combos = _BIAS_STACK if _FULL else _BIAS_STACK[i % 4: i % 4 + 1]
+    combos = _BIAS_STACK if _FULL else (_BIAS_STACK[(pair_index + depth_index) % 4],)
     for bias, stack in combos:
       stack = stack and d >= 3   # a stack needs at least one width -> width layer
       yield pytest.param(a, lc, d, bias, stack, id=(
@@ -99,16 +144,17 @@ CASES = list(dict.fromkeys(_cases(), None))
 def test_hand_recursion_matches_autodiff(activation, loss_case, depth, bias, stack):
   loss, out_act = loss_case
   net = _net(activation, out_act, depth, bias, stack)
-  params = _params(net, activation, depth)
+  batches = {batch: _data(loss, batch, jax.random.PRNGKey(100 + batch)) for batch in (1, 16)}
+  params = _live_params(net, activation, depth, [x for x, _ in batches.values()])
   # Eager: op-by-op dispatch is faster here than compiling 30 unrolled layers
-  # twice per case (jit is covered by test_jit_and_vmap below).
+  # twice per case (the finite-difference test below runs it under jit).
   hand = backprop.value_and_grad
   auto = jax.value_and_grad(jaxbp.objective(net, loss))
-  for batch in (1, 16):
-    x, y = _data(loss, batch, jax.random.PRNGKey(100 + batch))
+  for batch, (x, y) in batches.items():
     v_hand, g_hand = hand(net, loss, params, x, y)
     v_auto, g_auto = auto(params, x, y)
     gradcheck.check_same_structure(g_hand, g_auto)
+    _assert_live(net, g_auto, f"batch {batch}: jax.grad")
     np.testing.assert_allclose(v_hand, v_auto, rtol=1e-13)
     err = gradcheck.max_relative_error(g_hand, g_auto)
     assert err <= RTOL_AUTODIFF, f"batch {batch}: hand vs jax.grad rel err {err:.2e}\n" + gradcheck.report(g_hand, g_auto)
@@ -132,7 +178,7 @@ FD_CASES = [
 def test_hand_recursion_matches_finite_differences(activation, loss_case, depth):
   loss, out_act = loss_case
   net = _net(activation, out_act, depth, bias=True, stack=depth >= 3)
-  params = _params(net, activation, depth)
+  params = _live_params(net, activation, depth, [_data(loss, 16, jax.random.PRNGKey(0))[0]])
   # A central difference with eps = 1e-6 must not step across a ReLU kink: take
   # the first data key whose pre-activations all keep |z| > 1e-4.
   for seed in range(50):
@@ -143,6 +189,9 @@ def test_hand_recursion_matches_finite_differences(activation, loss_case, depth)
     pytest.fail("no test point away from the ReLU kink")
   value, g_hand = jax.jit(backprop.value_and_grad, static_argnums=(0, 1))(net, loss, params, x, y)
   g_fd = gradcheck.numerical_grad(jaxbp.objective(net, loss), params, x, y)
+  # On the hand gradient: finite differences round a deep sigmoid net's first-layer
+  # gradient (~1e-21) to exactly 0, which the round-off bound below allows for.
+  _assert_live(net, g_hand, "hand")
   # Per leaf: |hand - fd| <= RTOL_FD * max|g| + the difference quotient's
   # round-off, ~ ulp(F) / eps. Deep sigmoid nets have first-layer gradients
   # near 1e-5, where that round-off (~1e-10) and not the recursion decides.
@@ -170,6 +219,7 @@ def test_deltas_are_dloss_dz():
 
   probes = [jnp.zeros((8, n)) for n in net.sizes[1:]]
   expected = jax.grad(loss_with_probes)(probes)
+  assert all(bool(jnp.any(e != 0)) for e in expected), "a zero delta would compare 0 with 0"
   got = backprop.deltas(net, "mse", params, x, y)
   flat = [got[0]] + list(got[1]) + [got[2]]
   for k, (a, b) in enumerate(zip(flat, expected)):
@@ -182,6 +232,7 @@ def test_sum_reduction_and_remat():
   x, y = _data("mse", 5, jax.random.PRNGKey(2))
   _, g_hand = backprop.value_and_grad(net, "mse", params, x, y, reduction="sum")
   g_auto = jax.grad(jaxbp.objective(net, "mse", reduction="sum"))(params, x, y)
+  _assert_live(net, g_auto)
   assert gradcheck.max_relative_error(g_hand, g_auto) <= RTOL_AUTODIFF
 
 
@@ -192,6 +243,7 @@ def test_vmap_over_seeds_and_per_example():
   params = jax.vmap(lambda k: net.init(k, "glorot"))(keys)
   hand = jax.vmap(lambda p: backprop.grad(net, "mse", p, x, y))(params)
   auto = jax.vmap(lambda p: jax.grad(jaxbp.objective(net, "mse"))(p, x, y))(params)
+  _assert_live(net, _abs_sum(auto), "jax.grad, summed over seeds")
   assert gradcheck.max_relative_error(hand, auto) <= RTOL_AUTODIFF
   # Per-example gradients: vmap over the batch, one example at a time.
   p0 = jax.tree_util.tree_map(lambda a: a[0], params)
@@ -213,6 +265,7 @@ def test_seed002_bias_augmented_form(activation):
   aug = [jnp.concatenate([p.W, p.b[None, :]], axis=0) for p in params]
   v_aug, g_aug = backprop.augmented_grads(aug, x, y, activation, "mse", "sigmoid")
   v, g = backprop.value_and_grad(net, "mse", params, x, y)
+  _assert_live(net, g)
   np.testing.assert_allclose(v_aug, v, rtol=1e-14)
   for ga, gp in zip(g_aug, g):
     np.testing.assert_allclose(ga, jnp.concatenate([gp.W, gp.b[None, :]], axis=0), rtol=1e-12, atol=1e-15)
@@ -268,6 +321,7 @@ def test_seed004_network_h1_gradient_matches_autodiff_and_torch():
   params = tuple(params)
   g_hand = backprop.grad(net, "softmax_cross_entropy", params, x, z)
   g_auto = jax.grad(jaxbp.objective(net, "softmax_cross_entropy"))(params, x, z)
+  _assert_live(net, g_auto)
   assert gradcheck.max_relative_error(g_hand, g_auto) <= RTOL_AUTODIFF
   torch = pytest.importorskip("torch")
   layers = [torch.nn.Linear(p.W.shape[0], p.W.shape[1]).double() for p in params]
@@ -310,6 +364,7 @@ def test_residual_and_batchnorm_match_autodiff_and_fd(activation, variant, stack
   value, g_hand = backprop.value_and_grad(net, "softmax_cross_entropy", params, x, y)
   g_auto = jax.grad(jaxbp.objective(net, "softmax_cross_entropy"))(params, x, y)
   gradcheck.check_same_structure(g_hand, g_auto)
+  _assert_live(net, g_auto)
   err = gradcheck.max_relative_error(g_hand, g_auto)
   assert err <= RTOL_AUTODIFF, gradcheck.report(g_hand, g_auto)
   if activation != "relu" and not stack:
@@ -372,6 +427,7 @@ def test_per_example_grads_match_vmap_grad(activation, loss_case, depth, bias, s
   got = backprop.per_example_grads(net, loss, params, x, y, reduction)
   ref = _single_example_grads(net, loss, params, x, y, reduction)
   gradcheck.check_same_structure(got, ref)
+  _assert_live(net, _abs_sum(ref), "jax.grad, summed over the examples")
   for g, r, p in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref),
                      jax.tree_util.tree_leaves(params)):
     assert g.shape == (7,) + p.shape          # a leading batch axis on every leaf
@@ -391,6 +447,7 @@ def test_per_example_grads_jit_and_vmap():
   jitted = jax.jit(backprop.per_example_grads, static_argnums=(0, 1))
   got = jitted(net, "softmax_cross_entropy", params, x, y)
   ref = _single_example_grads(net, "softmax_cross_entropy", params, x, y)
+  _assert_live(net, _abs_sum(ref), "jax.grad, summed over the examples")
   assert gradcheck.max_relative_error(got, ref) <= RTOL_AUTODIFF
   # vmap over parameter seeds: one batch of per-example gradients per seed.
   keys = jax.random.split(jax.random.PRNGKey(1), 3)

@@ -14,6 +14,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxbp
@@ -77,6 +78,58 @@ SEED_MISTAKES = {
     ("003 computational graph", "walk step"),
     ("004 gradient direction", "slope of L along g/|g|"),
 }
+
+
+def _one_hot_seed(X):
+  """Seed 002's one_hot, verbatim (it shifts the labels by the batch minimum)."""
+  X = X - X.min()
+  return np.eye(X.max() + 1)[X]
+
+
+def test_the_seed_mistakes_stated_as_text_hold(rows):
+  """The "seed wrong" rows that compare no numbers, derived here one by one."""
+  # 000: the code under the "Tanh" heading computes tanh, not the relu it names.
+  z = np.linspace(-3.0, 3.0, 61)
+  under_heading = 2 / (1 + np.exp(-2 * z)) - 1
+  _close(under_heading, np.tanh(z), EXACT)
+  assert np.max(np.abs(under_heading - np.maximum(z, 0))) > 0.5
+  r = _row(rows, "000 activations", "the Tanh heading")
+  assert (r.seed, r.jaxbp) == ("tf.nn.relu", "tf.math.tanh")
+  # 000 §7.7: delta_j o_i has the shape of the weights into layer J (w_ij, 3 x 4
+  # here), not of those out of it (w_jk, 4 x 2), and it is jax.grad for w_ij.
+  rng = np.random.default_rng(0)
+  x, tK = rng.standard_normal(4), np.array([0.0, 1.0])
+  Ws = [rng.standard_normal(s) for s in ((4, 3), (3, 4), (4, 2))]
+  oI = jax.nn.sigmoid(x @ Ws[0])
+  oJ = jax.nn.sigmoid(oI @ Ws[1])
+  oK = jax.nn.sigmoid(oJ @ Ws[2])
+  dJ = oJ * (1 - oJ) * (Ws[2] @ (oK * (1 - oK) * (oK - tK)))
+  hidden = np.outer(oI, dJ)
+  half_sse = lambda Ws: 0.5 * jnp.sum((jax.nn.sigmoid(jax.nn.sigmoid(jax.nn.sigmoid(
+      x @ Ws[0]) @ Ws[1]) @ Ws[2]) - tK) ** 2)
+  grads = jax.grad(half_sse)(Ws)
+  assert hidden.shape == grads[1].shape != grads[2].shape
+  _close(hidden, grads[1], EXACT)
+  r = _row(rows, "000 perceptron", "§7.7 the hidden-layer result's left side")
+  assert (r.seed, r.jaxbp) == ("dL/dw_jk", "dL/dw_ij")
+  # 001: as inputs, c (of c + x) and a (of a x) would get gradients 1 and x; the
+  # unary gates' derivatives (-1/x^2, 1, e^x, a) hold them constant.
+  dc, da = jax.grad(lambda c, a, x: c + a * x, argnums=(0, 1))(3.0, -1.5, 2.0)
+  assert (float(dc), float(da)) == (1.0, 2.0)
+  r = _row(rows, "001 unary gates", "why f_c, f_a are unary gates")
+  assert f"dc={float(dc):g}, da={float(da):g}" in r.jaxbp
+  # 002: the seed's one_hot of a batch without class 0 loses a column.
+  shape = _one_hot_seed(np.array([2, 1, 2])).shape
+  assert shape == (3, 2)
+  r = _row(rows, "002 one_hot", "one_hot([2, 1, 2]), 3 classes: shape")
+  assert (r.seed, r.jaxbp) == (str(shape), str((3, 3)))
+  # 002 eq. (4): with X_0 (n, in+1) and W_0 (in+1, out) only X_0 W_0 is defined.
+  X0, W0 = np.ones((5, 3)), np.ones((3, 2))
+  assert (X0 @ W0).shape == (5, 2)
+  with pytest.raises(ValueError):
+    W0 @ X0
+  r = _row(rows, "002 augmented net", "eq. (4)")
+  assert "X_0 W_0" in r.jaxbp and "W_0 X_0" in r.seed
 
 
 def test_the_seed_mistakes_are_flagged(rows):
@@ -310,10 +363,13 @@ def test_seed002_losses(rows):
   r = _row(rows, "002 losses", "grad_mse vs d/dp")
   _close(2 * np.asarray(r.seed), r.jaxbp, EXACT)                       # off by exactly 2
   r = _row(rows, "002 losses", "'multi-class cross-entropy' (26)")
-  p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
-  _close(r.jaxbp, [-math.log(0.7), -math.log(0.6)], EXACT)              # -sum y log p
+  p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])                      # the seed's example
+  y = np.eye(3)[[0, 2]]
+  _close(r.jaxbp, -np.sum(y * np.log(p), axis=1), EXACT)                # -sum y log p
+  _close(r.jaxbp, [-math.log(0.7), -math.log(0.6)], EXACT)
+  # (26) averages binary cross-entropies over the outputs: its first row by hand.
   _close(r.seed[0], -(math.log(0.7) + math.log(0.8) + math.log(0.9)) / 3, EXACT)
-  assert p.shape == (2, 3)
+  assert abs(r.seed[0] - r.jaxbp[0]) > 0.1                              # "seed wrong" shows
   for q in ("(26) vs jaxbp binary", "binary CE gradient (25)", "jaxbp mse.grad"):
     assert _row(rows, "002 losses", q).agreement.startswith("yes")
 
@@ -359,12 +415,37 @@ def test_scalar_chain_and_output_gradients(rows):
 
 
 def test_seed004_printed_numbers_are_inconsistent():
-  from_in6 = seed004.SEED004_W0 - 0.1 * seed004.SEED004_GRAD_IN6
-  assert np.max(np.abs(seed004.SEED004_W1 - from_in6)) > 0.04          # >> rounding 1e-4
-  dw = (seed004.SEED004_W0 - seed004.SEED004_W1) / 0.1
-  _close(seed004.SEED004_W0 - 0.1 * dw, seed004.SEED004_W1, PRINTED_4)
-  v = 0.9 * np.zeros((3, 3)) + 0.1 * dw                                # In[29] from v = 0
-  _close(seed004.SEED004_W0 - v, seed004.SEED004_W1, PRINTED_4)        # = In[27]'s w1
+  w0, w1, g = seed004.SEED004_W0, seed004.SEED004_W1, seed004.SEED004_GRAD_IN6
+  from_in6 = w0 - 0.1 * g
+  assert np.max(np.abs(w1 - from_in6)) > 0.04                          # >> rounding 1e-4
+  # Not a step along the In[6] gradient for any learning rate either: the best one
+  # (least squares) leaves a residual far above the printed rounding.
+  lr = float(np.sum(g * (w0 - w1)) / np.sum(g * g))
+  assert np.max(np.abs(w0 - w1 - lr * g)) > 0.01, lr
+
+
+def test_seed004_momentum_from_rest_is_one_sgd_step():
+  """In[29]'s claim, on a gradient computed here: from v = 0, the seed's momentum step
+  (v = 0.9 v + 0.1 dw, w -= v) and optax's are the SGD step w - 0.1 dw. The gradient
+  of the seed's net is checked against central finite differences first."""
+  net, params = seed004.seed004_params(0)
+  x, z = seed004.SEED004_X, seed004.SEED004_Z
+  loss = jaxbp.objective(net, "softmax_cross_entropy")
+  dw = np.asarray(jax.grad(loss)(params, x, z)[0].W)
+  eps, fd = 1e-6, np.zeros_like(dw)
+  for i, j in np.ndindex(*dw.shape):
+    step = np.zeros_like(dw)
+    step[i, j] = eps
+    shifted = lambda s: (jaxbp.Dense(params[0].W + s, params[0].b),) + tuple(params[1:])
+    fd[i, j] = (loss(shifted(step), x, z) - loss(shifted(-step), x, z)) / (2 * eps)
+  _close(dw, fd, 1e-8)
+  assert np.max(np.abs(dw)) > 1e-3                                     # not 0 against 0
+  w0 = np.asarray(params[0].W)
+  v = 0.9 * np.zeros_like(w0) + 0.1 * dw
+  opt = optax.sgd(0.1, momentum=0.9)
+  by_optax = optax.apply_updates(w0, opt.update(dw, opt.init(w0))[0])
+  _close(w0 - v, w0 - 0.1 * dw, EXACT)
+  _close(by_optax, w0 - 0.1 * dw, EXACT)
 
 
 def test_seed004_printed_rows(rows):
