@@ -114,12 +114,11 @@ def critical_sigma_w2(config: Config) -> float:
 initializer = conv_initializer   # also public here: conv_sweep.initializer
 
 
-def layer_log_norms(deltas) -> np.ndarray:
-  """``ln||delta_l||^2`` for l = 1 .. depth from a stacked net's deltas."""
-  first, stack, last = deltas
-  norms = [jnp.sum(first ** 2)[None], jnp.sum(stack ** 2, axis=tuple(range(1, stack.ndim))),
-           jnp.sum(last ** 2)[None]]
-  return np.log(np.asarray(jnp.concatenate(norms), np.float64))
+def layer_log_norms(net: ConvNet, deltas) -> np.ndarray:
+  """``ln||delta_l||^2`` for l = 1 .. depth from ``net``'s deltas (stacked groups
+  walked layer by layer, :func:`jaxbp.measure.diagnostics.per_layer`)."""
+  norms = diagnostics.per_layer(net, deltas, lambda d: jnp.sum(d ** 2))
+  return np.log(np.asarray(norms, np.float64))
 
 
 def measure(config: Config, key: Mapping) -> dict:
@@ -136,7 +135,7 @@ def measure(config: Config, key: Mapping) -> dict:
   x = scale * jax.random.normal(x_key, shape, params[0].W.dtype)
   deltas = jax.jit(backprop.deltas, static_argnums=(0, 1))(net, "mse", params, x,
                                                            jnp.zeros(shape, x.dtype))
-  log_norms = layer_log_norms(deltas)
+  log_norms = layer_log_norms(net, deltas)
   return {"log_delta2": log_norms.tolist(),
           "rate": float(diagnostics.fit_log_slope(log_norms, config.skip, config.skip)),
           "ln_chi1": float(jnp.log(meanfield.chi1(config.activation, sigma_w2, sigma_b2))),

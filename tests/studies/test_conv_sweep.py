@@ -36,6 +36,29 @@ def test_rate_is_minus_the_slope_between_the_skipped_ends():
   assert float(diagnostics.fit_log_slope(log_norms, 1, 1)) == pytest.approx(0.25, abs=1e-12)
 
 
+@pytest.mark.parametrize("stack", [True, False])
+def test_layer_log_norms_are_every_layers_delta_in_order(stack):
+  # Reference: the deltas as jax.grad with respect to zero probes on the
+  # pre-activations, summed layer by layer, the stacked group's slices in turn.
+  import dataclasses
+  import jax
+  import jax.numpy as jnp
+  config = conv_sweep.Config(**dict(TINY, activation="tanh", sigma_b2=0.05))
+  net = dataclasses.replace(config.net(), stack=stack)
+  params = net.init(jax.random.PRNGKey(0), init=conv_sweep.initializer("gaussian", 1.5, 0.05))
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 4))
+  probes = net.zero_probes(x)
+  loss = lambda pr: jnp.mean((net.trace(params, x, pr).h[-1] - 0.3) ** 2)
+  want = []
+  for g, d in enumerate(jax.grad(loss)(probes)):
+    want += [float(jnp.sum(di ** 2)) for di in d] if net.is_stacked(g) else [float(jnp.sum(d ** 2))]
+  from jaxbp.core import backprop
+  deltas = backprop.deltas(net, "mse", params, x, jnp.full(x.shape, 0.3))
+  got = conv_sweep.layer_log_norms(net, deltas)
+  assert len(got) == config.depth == len(want)
+  np.testing.assert_allclose(got, np.log(want), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("field,value,match", [
     ("activation", "softmax", "elementwise"), ("sigma_w2", (0.0,), "sigma_w2"),
     ("sigma_b2", -1.0, "sigma_b2"), ("inits", ("he",), "inits"), ("channels", 0, "channels"),
