@@ -7,6 +7,8 @@ repository root::
 
     python experiments/benchmark.py --out runs/benchmark          # the full run
     python experiments/benchmark.py --out /tmp/bench --quick      # tiny sizes, < 60 s
+    python experiments/benchmark.py --out /tmp/rnn --sections rnn \\
+        --merge-into experiments/results/benchmark    # one section, added to the committed run
 
 or, in Python with the root on ``sys.path``::
 
@@ -43,8 +45,12 @@ machine: CPU, cores, jax / jaxlib / torch / numpy versions, device) and
    calls and the same loop in PyTorch; also on small nets, where dispatch dominates.
 5. per-example gradients at batch 256 (:mod:`.per_example`): ``vmap(grad)``
    against a Python loop and ``backprop.per_example_grads``.
+6. the RNN (:mod:`.rnn`, section "rnn"; hidden 256, T 200, batch 64): the hand
+   BPTT of ``backprop.value_and_grad`` against ``jax.value_and_grad`` of the
+   same loss written as a plain ``lax.scan`` loop, each in its own process in
+   alternating rounds, their gradients compared.
 
-Each target of issues #6 and #15 is reported as met or missed with its measured ratio
+Each target of issues #6, #15 and #20 is reported as met or missed with its measured ratio
 (:mod:`.report`). Timings on a shared machine are noisy: read the ratios and
 their spread, not the absolute times.
 
@@ -56,6 +62,7 @@ from benchmarks.config import SECTIONS
 from benchmarks.config import Config
 from benchmarks.config import Grid
 from benchmarks.config import quick
+from benchmarks.merge import merge_into
 from benchmarks.study import run
 
-__all__ = ("DEFAULT_SECTIONS", "SECTIONS", "Config", "Grid", "quick", "run")
+__all__ = ("DEFAULT_SECTIONS", "SECTIONS", "Config", "Grid", "merge_into", "quick", "run")

@@ -7,11 +7,11 @@ from typing import Any, NamedTuple, Optional, Tuple
 from jaxbp.core import checks
 
 SECTIONS = ("processes", "profile", "monitor", "throughput", "compile", "memory", "sweep",
-            "per_example")
+            "per_example", "rnn")
 # The in-process "throughput" section times frameworks side by side in one process,
 # where they contend for the cores: "processes" replaces it in a default run.
 DEFAULT_SECTIONS = ("processes", "profile", "monitor", "compile", "memory", "sweep",
-                    "per_example")
+                    "per_example", "rnn")
 # Kept in step with methods.METHODS (which imports the frameworks' glue, so not from here).
 PROCESS_METHODS = ("jaxbp autodiff", "jaxbp hand recursion", "flax.linen", "equinox", "raw jax",
                    "numpy (seed 002)", "torch eager", "torch eager, 1 thread", "torch.compile")
@@ -119,6 +119,10 @@ class Config:
     sweep_small_grid: the same grid shape on small nets, where dispatch, not
       compute, dominates; None to skip.
     per_example_width, per_example_depth, per_example_batch: section 5's net.
+    rnn_input_size, rnn_hidden_size, rnn_steps, rnn_batch, rnn_output_size: the
+      "rnn" section's Elman RNN (issue #20: hidden 256, T 200, batch 64).
+    rnn_rounds, rnn_window_s, rnn_timeout_s: its rounds (each method a fresh
+      process per round), seconds of timed steps per process, and each process's timeout.
   """
   quick: bool = False
   seed: int = 0
@@ -162,6 +166,15 @@ class Config:
   per_example_width: int = 64
   per_example_depth: int = 10
   per_example_batch: int = 256
+  # 6. the RNN's hand BPTT against autodiff through lax.scan
+  rnn_input_size: int = 256
+  rnn_hidden_size: int = 256
+  rnn_steps: int = 200
+  rnn_batch: int = 64
+  rnn_output_size: int = 10
+  rnn_rounds: int = 5
+  rnn_window_s: float = 3.0
+  rnn_timeout_s: float = 600.0
 
   def __post_init__(self):
     set_ = lambda name, value: object.__setattr__(self, name, value)
@@ -193,12 +206,14 @@ class Config:
                      ("memory_batch", 1), ("per_example_width", 1), ("per_example_depth", 1),
                      ("per_example_batch", 1), ("process_rounds", 1), ("profile_width", 1),
                      ("profile_batch", 1), ("monitor_width", 1), ("monitor_batch", 1),
-                     ("monitor_fit_steps", 1)):
+                     ("monitor_fit_steps", 1), ("rnn_input_size", 1), ("rnn_hidden_size", 1),
+                     ("rnn_steps", 1), ("rnn_batch", 1), ("rnn_output_size", 1),
+                     ("rnn_rounds", 1)):
       set_(name, _int(name, getattr(self, name), lo))
     set_("min_time", _positive("min_time", self.min_time, allow_zero=True))
-    for name in ("process_window_s", "process_ceiling_s"):
+    for name in ("process_window_s", "process_ceiling_s", "rnn_window_s"):
       set_(name, _positive(name, getattr(self, name), allow_zero=True))
-    for name in ("compile_budget_s", "memory_timeout_s", "process_timeout_s"):
+    for name in ("compile_budget_s", "memory_timeout_s", "process_timeout_s", "rnn_timeout_s"):
       set_(name, _positive(name, getattr(self, name)))
     if self.memory_deep is not None:
       deep = _ints("memory_deep", self.memory_deep, 1)
@@ -224,5 +239,6 @@ def quick(**overrides) -> Config:
       sections=SECTIONS, process_methods=("jaxbp autodiff", "jaxbp hand recursion", "torch eager"),
       process_rounds=1, process_window_s=0.05, process_ceiling_s=0.02, process_timeout_s=300.0,
       profile_width=16, profile_batch=8, memory_deep=(40, 8, 4), monitor_width=16,
-      monitor_batch=8, monitor_fit_steps=5),
+      monitor_batch=8, monitor_fit_steps=5, rnn_input_size=8, rnn_hidden_size=16, rnn_steps=6,
+      rnn_batch=4, rnn_output_size=3, rnn_rounds=1, rnn_window_s=0.05, rnn_timeout_s=300.0),
       **overrides})

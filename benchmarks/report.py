@@ -1,7 +1,8 @@
-"""The benchmark's report: issues #6's and #15's targets, met or missed, and results.md."""
+"""The benchmark's report: issues #6's, #15's and #20's targets, met or missed, and results.md."""
 from __future__ import annotations
 
 import benchmarks.report_processes as report_processes
+import benchmarks.rnn as rnn
 from benchmarks.monitor_overhead import monitor_md
 from benchmarks.throughput import MATMUL, SHAPE_MATMUL
 
@@ -127,6 +128,8 @@ def targets(res: dict) -> list:
                f"{pe['per_example_grads_over_vmap_time']:.2f} of vmap(grad)'s time")
     out.append(_target("vmap(grad) >= 20x faster than the loop", pe["speedup"], 20.0,
                        pe["speedup"] >= 20, note))
+  if res.get("rnn"):
+    out.append(rnn.target(res["rnn"]))
   return out
 
 
@@ -316,6 +319,25 @@ def _per_example_md(pe: dict) -> list:
   return lines
 
 
+SECTION_MARKDOWN = (("processes", report_processes.processes_md),
+                    ("profile", report_processes.profile_md), ("monitor", monitor_md),
+                    ("throughput", _throughput_md), ("compile", _compile_md),
+                    ("memory", _memory_md), ("sweep", _sweep_md),
+                    ("per_example", _per_example_md), ("rnn", rnn.rnn_md))
+
+
+def section_markdown(name: str, sec: dict) -> list:
+  """One section's lines of results.md, its ``## `` heading first."""
+  return dict(SECTION_MARKDOWN)[name](sec)
+
+
+def target_row(t: dict) -> str:
+  """One target's row of the targets table."""
+  meas = "-" if t["measured"] is None else f"{t['measured']:.3g}"
+  return (f"| {t['target']} | {meas} | {t['threshold']} | "
+          f"{'met' if t['met'] else '**missed**'} | {t['note']} |")
+
+
 def markdown(res: dict) -> str:
   """results.md: the machine, one table per section, the targets."""
   m = res["machine"]
@@ -330,18 +352,10 @@ def markdown(res: dict) -> str:
            f"| {m['cpu']} | {m['cores']} | {m['device']} | {m['jax']} | {m['jaxlib']} | "
            f"{m['torch']} | {m.get('torch_threads') or '-'} | {m['numpy']} | {m['python']} | "
            f"{m['omp_wait_policy']} |", ""]
-  for name, section_md in (("processes", report_processes.processes_md),
-                           ("profile", report_processes.profile_md), ("monitor", monitor_md),
-                           ("throughput", _throughput_md), ("compile", _compile_md),
-                           ("memory", _memory_md), ("sweep", _sweep_md),
-                           ("per_example", _per_example_md)):
+  for name, section_md in SECTION_MARKDOWN:
     if res.get(name):
       lines += section_md(res[name])
   lines += ["## Targets", "", "| target | measured | threshold | met | note |",
             "|---|---:|---:|---|---|"]
-  for t in res["targets"]:
-    meas = "-" if t["measured"] is None else f"{t['measured']:.3g}"
-    lines.append(f"| {t['target']} | {meas} | {t['threshold']} | "
-                 f"{'met' if t['met'] else '**missed**'} | {t['note']} |")
+  lines += [target_row(t) for t in res["targets"]]
   return "\n".join(lines) + "\n"
-

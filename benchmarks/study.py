@@ -19,13 +19,14 @@ from benchmarks.monitor_overhead import monitor_overhead
 from benchmarks.per_example import per_example
 from benchmarks.processes import processes
 from benchmarks.profile import profile
+from benchmarks.rnn import rnn_section
 from benchmarks.sweep_grid import sweep
 from benchmarks.throughput import throughput
 
 SECTION_FUNCTIONS = {"processes": processes, "profile": profile, "monitor": monitor_overhead,
                      "throughput": throughput,
                      "compile": compile_times, "memory": peak_memory, "sweep": sweep,
-                     "per_example": per_example}
+                     "per_example": per_example, "rnn": rnn_section}
 
 
 def run(config: Config, out_dir) -> dict:

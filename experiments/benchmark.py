@@ -4,6 +4,8 @@
     python experiments/benchmark.py --out /tmp/bench --quick      # tiny sizes, every section
     python experiments/benchmark.py --out runs/bench --sections processes profile
                                                    # the throughput table alone (README's)
+    python experiments/benchmark.py --out /tmp/rnn --sections rnn \\
+        --merge-into experiments/results/benchmark  # one section, into the committed run
 
 writes ``results.json``, ``results.md`` and ``config.json`` into ``--out``;
 what is measured is described in the top-level ``benchmarks`` package (beside
@@ -39,6 +41,9 @@ def parse(argv=None):
                       help="seconds of timed steps per process, processes section "
                            + default("process_window_s"))
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
+  parser.add_argument("--merge-into", metavar="DIR",
+                      help="also add this run's sections to an earlier run's results in DIR "
+                           "(its other sections and targets kept as they are)")
   return parser, parser.parse_args(argv)
 
 
@@ -50,6 +55,8 @@ def config_from(args) -> benchmarks.Config:
     value = getattr(args, arg)
     if value is not None:
       overrides[field] = tuple(value) if arg == "sections" else value
+  if args.merge_into:
+    benchmarks.merge.check_into(args.merge_into, args.out)
   return dataclasses.replace(config, **overrides)
 
 
@@ -57,6 +64,9 @@ def main(argv=None) -> None:
   parser, args = parse(argv)
   config = cli.config_or_exit(parser, lambda: config_from(args), args.out)
   res = benchmarks.run(config, args.out)
+  if args.merge_into:
+    benchmarks.merge_into(res, args.merge_into)
+    print(f"Merged {', '.join(config.sections)} into {args.merge_into}/results.md, results.json")
   print((pathlib.Path(args.out) / "results.md").read_text())
   missed = [t["target"] for t in res["targets"] if not t["met"]]
   print(f"{len(res['targets']) - len(missed)} of {len(res['targets'])} targets met.")

@@ -27,8 +27,9 @@ F32_RTOL = 1e-4     # float32 gradients of depth-3 nets, different summation ord
 
 def test_quick_run_writes_every_section_target_and_same_gradient(tmp_path):
   # One test for the whole run: under pytest-xdist a shared fixture would run once per worker.
-  # The processes section has its own test (a child process per point is slow to start).
-  sections = tuple(s for s in benchmark.SECTIONS if s != "processes")
+  # The processes and rnn sections have their own tests (a child process per point is slow
+  # to start): tests/benchmarks/test_rnn.py for the rnn section.
+  sections = tuple(s for s in benchmark.SECTIONS if s not in ("processes", "rnn"))
   config = benchmark.quick(batches=(8,), repeats=2, sections=sections)
   res = benchmark.run(config, tmp_path)
 
@@ -144,7 +145,8 @@ def test_sections_needing_torch_say_it_is_missing(tmp_path, monkeypatch):
     ("process_methods", ("numpy (seed 002)",) * 2), ("process_rounds", 0),
     ("process_window_s", -1.0), ("process_timeout_s", 0), ("profile_width", 0),
     ("memory_deep", (1, 8, 4)), ("memory_deep", (10, 8)), ("monitor_width", 0),
-    ("monitor_fit_steps", 0),
+    ("monitor_fit_steps", 0), ("rnn_hidden_size", 0), ("rnn_steps", 1.5), ("rnn_rounds", 0),
+    ("rnn_window_s", -1.0), ("rnn_timeout_s", 0), ("rnn_input_size", True),
     ("sweep_grid", Grid(0, (1.0,), (0.0,), 4, 8, 4)),
     ("sweep_grid", Grid(1, (), (0.0,), 4, 8, 4)),
     ("sweep_grid", Grid(1, (0.0,), (0.0,), 4, 8, 4)),

@@ -1,0 +1,78 @@
+"""The rnn section's child: one method's RNN value-and-grad step, timed alone in a fresh process.
+
+    python -m benchmarks.rnn_child "hand BPTT: backprop.value_and_grad" 256 256 200 64 10 \\
+        --window 3 --warmup 2
+
+(positional: method, input_size, hidden_size, T, batch, output_size) builds one
+of :data:`benchmarks.rnn.METHODS` on :func:`benchmarks.rnn.problem` and times it:
+
+* ``first_call_s``: the first call, tracing and compiling included;
+* ``warmup`` more untimed calls;
+* a window of at least ``window`` seconds (and at least 3 calls), each call
+  timed and waited for: median, min, max, 10th / 90th percentiles.
+
+Only then, so that nothing of it runs before or during the timing, it builds
+the other method and compares the two losses and gradients
+(:func:`benchmarks.rnn.grad_difference`). It also reads the 1-minute load
+average before and after the window. It prints one JSON object on its last line.
+The section (:mod:`benchmarks.rnn`) starts it; nothing imports this module at
+package import.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+
+import benchmarks.rnn as rnn_section
+import benchmarks.timing as timing
+
+
+def measure(method: str, s: rnn_section.Size, window: float = 3.0, warmup: int = 2,
+            seed: int = 0) -> dict:
+  """One method: first-call time, a timed window, then the check against the other method."""
+  out = {"method": method, "size": s._asdict(), "pid": os.getpid()}
+  rnn, params, x, y = rnn_section.problem(s, seed)
+  step_fn = rnn_section.program(method, rnn)
+  step = lambda: step_fn(params, x, y)
+  t0 = time.perf_counter()
+  loss, grads = jax.block_until_ready(step())
+  out["first_call_s"] = time.perf_counter() - t0
+  for _ in range(warmup):
+    timing.wait(step())
+  load_before = os.getloadavg()[0]
+  out.update(timing.time_window(step, window))
+  out["loadavg"] = [load_before, os.getloadavg()[0]]
+  flops = rnn_section.step_flops(s)
+  out.update(step_flops=flops, gflops=flops / out["median_s"] / 1e9,
+             peak_rss=timing.peak_rss_bytes())
+  other = next(m for m in rnn_section.METHODS if m != method)
+  ref_loss, ref_grads = rnn_section.program(other, rnn)(params, x, y)
+  check = rnn_section.grad_difference(grads, ref_grads)
+  check["loss_rel_diff"] = abs(float(loss) - float(ref_loss)) / abs(float(ref_loss))
+  out.update(loss=float(loss), check=dict(check, against=other))
+  return out
+
+
+def parse(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("method", choices=rnn_section.METHODS)
+  for field in rnn_section.Size._fields:
+    parser.add_argument(field, type=int)
+  parser.add_argument("--window", type=float, default=3.0, help="seconds of timed steps")
+  parser.add_argument("--warmup", type=int, default=2, help="untimed calls after the first")
+  parser.add_argument("--seed", type=int, default=0)
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+  a = parse(argv)
+  size = rnn_section.Size(*(getattr(a, f) for f in rnn_section.Size._fields))
+  print(json.dumps(measure(a.method, size, a.window, a.warmup, a.seed)), flush=True)
+
+
+if __name__ == "__main__":
+  main()
