@@ -3,8 +3,9 @@
 ``loss_fn`` is any pure function ``(params, *args) -> scalar``: plain JAX,
 flax.linen ``apply``, a merged flax.nnx module, an equinox module. jaxbp traces
 it to a jaxpr, finds its layers (:mod:`jaxbp.measure.probing`), re-runs it with
-a zero probe on every layer's pre-activation ``z_l`` and differentiates once
-with respect to the params and the probes: ``d L / d probe_l = delta_l``.
+a zero probe on every layer's pre-activation ``z_l`` (:mod:`jaxbp.measure.probe_run`)
+and differentiates once with respect to the params and the probes:
+``d L / d probe_l = delta_l``.
 
 >>> import jax, jax.numpy as jnp
 >>> def loss_fn(params, x):
@@ -24,9 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jaxbp.measure.probe_run as probe_run
 import jaxbp.measure.probing as probing
 from jaxbp.measure.diagnostics import fit_log_slope
 from jaxbp.measure.report import LayerReport
+from jaxbp.measure.sites import TAP_PREFIX, Flag, Notes
 
 
 @functools.lru_cache(maxsize=None)
@@ -36,7 +39,7 @@ def _marker(name: str):
   # returning x, because jit drops outputs that merely forward an input.
   def ident(x):
     return x * jnp.ones((), x.dtype)
-  ident.__name__ = ident.__qualname__ = probing.TAP_PREFIX + name
+  ident.__name__ = ident.__qualname__ = TAP_PREFIX + name
   return jax.jit(ident)
 
 
@@ -81,7 +84,7 @@ def _shapes(tree) -> str:
       tree))
 
 
-def _no_layer_hint(notes: probing.Notes, data: list) -> str:
+def _no_layer_hint(notes: Notes, data: list) -> str:
   hints = []
   if notes.constant_operand or not data:
     hints.append(
@@ -180,11 +183,11 @@ def inspect_with_grads(loss_fn: Callable[..., Any], params, *args, has_aux: bool
     raise TypeError(f"jaxbp.inspect: the loss must be floating point, got {out[0].dtype}.")
 
   jaxpr = closed.jaxpr
-  in_flags = ([probing.Flag(param=True, origin=frozenset([k])) for k in range(len(w0))]
-              + [probing.Flag(data=True)] * len(x0))
-  notes = probing.Notes()
+  in_flags = ([Flag(param=True, origin=frozenset([k])) for k in range(len(w0))]
+              + [Flag(data=True)] * len(x0))
+  notes = Notes()
   plan, _ = probing.analyse(jaxpr, in_flags, names, notes)
-  sites = probing.layer_sites(plan)
+  sites = probe_run.layer_sites(plan)
   if not sites:
     raise ValueError(
         "jaxbp.inspect: no layer found in loss_fn. A layer is a dot_general or "
@@ -199,13 +202,13 @@ def inspect_with_grads(loss_fn: Callable[..., Any], params, *args, has_aux: bool
         f"got args {_shapes(args)}.")
 
   def objective(w, probes):
-    outs, zs = probing.run(jaxpr, closed.consts, list(w) + list(x0), plan, probes)
+    outs, zs = probe_run.run(jaxpr, closed.consts, list(w) + list(x0), plan, probes)
     return outs[0], (zs, outs[1:])
 
   (value, (zs, aux)), (grads, deltas) = jax.value_and_grad(
-      objective, argnums=(0, 1), has_aux=True)(w0, probing.zero_probes(plan))
-  q = probing.per_layer(plan, zs, lambda z: jnp.mean(jnp.square(z["z"])))
-  delta_sq = probing.per_layer(plan, deltas, lambda d: jnp.sum(jnp.square(d)))
+      objective, argnums=(0, 1), has_aux=True)(w0, probe_run.zero_probes(plan))
+  q = probe_run.per_layer(plan, zs, lambda z: jnp.mean(jnp.square(z["z"])))
+  delta_sq = probe_run.per_layer(plan, deltas, lambda d: jnp.sum(jnp.square(d)))
   grad_sq = {n: jnp.sum(jnp.square(g)) for n, g in zip(names, grads)}
   # Fixed numeric leaves (step counters, int buffers) get zero gradients, so an
   # optimiser leaves them be; PRNG keys and non-arrays pass through as they are.
@@ -222,9 +225,9 @@ def inspect_with_grads(loss_fn: Callable[..., Any], params, *args, has_aux: bool
       # fit_log_slope is the rate going backwards; the report's field is the
       # slope against the layer index, its negative.
       log_slope=-fit_log_slope(jnp.log(delta_sq)),
-      sigma_w2=probing.per_layer(plan, zs, lambda z: z["sigma_w2"]),
-      sigma_b2=probing.per_layer(plan, zs, lambda z: z["sigma_b2"]),
-      taken=probing.per_layer(plan, zs, lambda z: z["taken"]))
+      sigma_w2=probe_run.per_layer(plan, zs, lambda z: z["sigma_w2"]),
+      sigma_b2=probe_run.per_layer(plan, zs, lambda z: z["sigma_b2"]),
+      taken=probe_run.per_layer(plan, zs, lambda z: z["taken"]))
   grads = jax.tree_util.tree_unflatten(treedef, full)
   if has_aux:
     return report, grads, jax.tree_util.tree_unflatten(aux_def, aux)

@@ -1,5 +1,5 @@
-"""Finds the layers of any traced JAX function and re-runs its jaxpr with zero
-probes added at their pre-activations.
+"""Finds the layers of any traced JAX function: where inspect puts its zero
+probes.
 
 :func:`analyse` walks a jaxpr once, marking every variable as derived from the
 params, from the data, or both. A *layer* is a ``dot_general`` or
@@ -11,155 +11,26 @@ squeeze, reshapes and broadcasts that only add or drop unit axes, float
 conversions): ``z`` is taken after them, so it has the model's own layout. Where
 ``z`` is then normalised by its own statistics (batch or layer norm,
 ``(z - mean) * rsqrt(var + eps)``; RMS norm; then any scale and shift), the
-normalised value is a second site of kind ``"norm"``. A ``jaxbp.tap`` (a ``jit`` named
-``jaxbp_tap:<name>``) marks any other point. ``scan`` bodies are analysed once
+normalised value is a second site of kind ``"norm"``. A ``jaxbp.tap`` (a ``jit``
+named ``jaxbp_tap:<name>``) marks any other point. ``scan`` bodies are analysed once
 and every iteration becomes its own layer; every branch of a ``cond``/``switch``
 is analysed, its layers reported whether taken or not; ``jit``/``pjit``,
 ``remat``, ``custom_jvp`` and ``custom_vjp`` bodies are looked through.
 
-:func:`run` evaluates the jaxpr with ``z <- z + probe`` at every site, so that
-``d loss / d probe = d loss / d z = delta`` for all layers in one reverse pass.
-A sub-jaxpr with no site is bound unchanged (keeping custom rules and ``jit``);
-one with sites is interpreted, a ``remat`` body under ``jax.checkpoint`` again
-(so memory stays as the model asked) and a ``scan`` body under ``lax.scan``,
-its probes scanned alongside its ``xs``; a ``cond`` under ``lax.switch`` with
-every branch's probes, the branches not taken giving zero ``z`` and delta and
-``taken = False``.
+The sites go into a :class:`~jaxbp.measure.sites.Plan`;
+:mod:`jaxbp.measure.probe_run` runs the jaxpr with probes there.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Optional
 
-import jax
-import jax.numpy as jnp
 from jax.extend import core as jcore
 
-TAP_PREFIX = "jaxbp_tap:"
-LAYER_PRIMITIVES = ("dot_general", "conv_general_dilated")
-_CALLS = ("jit", "pjit", "closed_call", "core_call")
-_CUSTOM = ("custom_jvp_call", "custom_vjp_call")
-_REMAT = ("remat2", "checkpoint")
-_RELAYOUT = ("transpose", "reshape", "squeeze", "broadcast_in_dim", "expand_dims", "copy",
-             "copy_p", "convert_element_type")
-
-
-class Flag(NamedTuple):
-  """Where a variable's value comes from."""
-  param: bool = False
-  data: bool = False
-  origin: frozenset = frozenset()  # indices of the param leaves it reads
-
-  def __or__(self, other):
-    return Flag(self.param or other.param, self.data or other.data, self.origin | other.origin)
-
-
-NONE = Flag()
-
-
-@dataclasses.dataclass(frozen=True)
-class Site:
-  """One layer: a probe goes on ``z`` (the op's output, or its bias add)."""
-  path: str    # the weight's parameter path ("" for a tap)
-  kind: str    # "dot_general", "conv_general_dilated", "norm" or "tap"
-  shape: tuple
-  dtype: Any
-  activation: Optional[str] = None  # the elementwise op applied to z, when recognised
-
-
-@dataclasses.dataclass
-class Plan:
-  """The sites of one jaxpr, in execution order.
-
-  ``items`` holds Sites and Nested sub-plans; ``sites`` maps the probed
-  variable to its item index, ``nested`` an equation index to its item index.
-  ``weights`` and ``biases`` map an equation index to ``(item index, operand)``
-  where a layer reads its weight or bias (for the mean-field estimates).
-  """
-  items: list = dataclasses.field(default_factory=list)
-  sites: dict = dataclasses.field(default_factory=dict)
-  nested: dict = dataclasses.field(default_factory=dict)
-  weights: dict = dataclasses.field(default_factory=dict)
-  biases: dict = dataclasses.field(default_factory=dict)
-
-  def add_site(self, var, site):
-    self.sites[var] = len(self.items)
-    self.items.append(site)
-
-
-@dataclasses.dataclass
-class Nested:
-  """A sub-jaxpr with sites: ``mode`` is "inline", "remat", "scan" or "cond"
-  (whose ``branches`` hold one plan per branch; ``plan`` is then None)."""
-  mode: str
-  plan: Optional[Plan]
-  length: int = 1
-  reverse: bool = False
-  branches: tuple = ()
-
-
-@dataclasses.dataclass
-class Notes:
-  """What an analysis saw that was not a layer, for the "no layer found" error."""
-  constant_operand: int = 0  # matmuls/convs of a param-only weight and a constant
-  opaque: set = dataclasses.field(default_factory=set)  # sub-jaxprs not looked into
-
-
-def _sub_jaxpr(eqn):
-  sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-  if isinstance(sub, jcore.ClosedJaxpr):
-    return sub.jaxpr, sub.consts
-  return sub, ()
-
-
-def _is_tap(eqn):
-  return (eqn.primitive.name in _CALLS
-          and str(eqn.params.get("name", "")).startswith(TAP_PREFIX))
-
-
-def _is_float(aval):
-  return hasattr(aval, "dtype") and jnp.issubdtype(aval.dtype, jnp.inexact)
-
-
-def _has_sub_jaxpr(eqn):
-  return any(isinstance(v, (jcore.Jaxpr, jcore.ClosedJaxpr)) or (
-      isinstance(v, (tuple, list)) and v and isinstance(v[0], (jcore.Jaxpr, jcore.ClosedJaxpr)))
-             for v in eqn.params.values())
-
-
-def _uses(jaxpr):
-  counts = {}
-  for eqn in jaxpr.eqns:
-    for a in eqn.invars:
-      if not isinstance(a, jcore.Literal):
-        counts[a] = counts.get(a, 0) + 1
-  for a in jaxpr.outvars:
-    if not isinstance(a, jcore.Literal):
-      counts[a] = counts.get(a, 0) + 1
-  return counts
-
-
-def _size(aval):
-  return math.prod(aval.shape)
-
-
-def _is_relayout(eqn):
-  # An op that moves z's elements without changing or repeating any: what vmap
-  # and equinox put between a matmul/conv and its bias (a transpose of a
-  # batch-last dot, a conv's squeezed unit batch). Reshapes and broadcasts only
-  # count when they add or drop unit axes, so z keeps its batch and features.
-  name = eqn.primitive.name
-  if name not in _RELAYOUT or len(eqn.outvars) != 1 or not eqn.invars:
-    return False
-  if name == "reshape" and len(eqn.invars) != 1:
-    return False
-  a, out = eqn.invars[0].aval, eqn.outvars[0].aval
-  if not (_is_float(a) and _is_float(out)) or _size(a) != _size(out):
-    return False
-  if name in ("reshape", "broadcast_in_dim", "expand_dims"):
-    return [d for d in a.shape if d != 1] == [d for d in out.shape if d != 1]
-  return True
+from jaxbp.measure.sites import (CALLS, CUSTOM, LAYER_PRIMITIVES, NONE, REMAT, TAP_PREFIX,
+                                 Nested, Notes, Plan, Site, has_sub_jaxpr, is_float, is_relayout,
+                                 is_tap, size, sub_jaxpr, uses_of)
 
 
 def analyse(jaxpr, in_flags, leaf_names, notes: Optional[Notes] = None) -> tuple[Plan, list]:
@@ -173,7 +44,7 @@ def analyse(jaxpr, in_flags, leaf_names, notes: Optional[Notes] = None) -> tuple
   """
   notes = Notes() if notes is None else notes
   flags = dict(zip(jaxpr.invars, in_flags))
-  plan, uses = Plan(), _uses(jaxpr)
+  plan, uses = Plan(), uses_of(jaxpr)
   # The end of a site's chain that may still move (past a relayout, its bias,
   # a norm's scale and shift): var -> (item index, the steps still allowed).
   pending: dict = {}
@@ -190,7 +61,7 @@ def analyse(jaxpr, in_flags, leaf_names, notes: Optional[Notes] = None) -> tuple
       union = union | f
     outs = [union] * len(eqn.outvars)
     name = eqn.primitive.name
-    if _is_tap(eqn):
+    if is_tap(eqn):
       label = str(eqn.params["name"])[len(TAP_PREFIX):]
       site = Site(label, "tap", tuple(eqn.outvars[0].aval.shape), eqn.outvars[0].aval.dtype)
       src = eqn.invars[0]
@@ -202,18 +73,18 @@ def analyse(jaxpr, in_flags, leaf_names, notes: Optional[Notes] = None) -> tuple
         plan.sites[eqn.outvars[0]] = k
       else:
         plan.add_site(eqn.outvars[0], site)
-    elif name in _CALLS + _CUSTOM + _REMAT:
-      sub, _ = _sub_jaxpr(eqn)
+    elif name in CALLS + CUSTOM + REMAT:
+      sub, _ = sub_jaxpr(eqn)
       subplan, outs = analyse(sub, fin, leaf_names, notes)
       if subplan.items:
         plan.nested[i] = len(plan.items)
-        plan.items.append(Nested("remat" if name in _REMAT else "inline", subplan))
+        plan.items.append(Nested("remat" if name in REMAT else "inline", subplan))
     elif name == "scan":
       outs = _analyse_scan(eqn, fin, leaf_names, plan, i, notes)
     elif name == "cond":
       outs = _analyse_cond(eqn, fin, leaf_names, plan, i, notes)
     elif name == "while":
-      if any((f.param or f.data) and _is_float(a.aval) for f, a in zip(fin, eqn.invars)):
+      if any((f.param or f.data) and is_float(a.aval) for f, a in zip(fin, eqn.invars)):
         raise ValueError(
             "jaxbp.inspect: the model runs a lax.while_loop over values that depend on the "
             "params or data (a while_loop, or a fori_loop with traced bounds, whose trip "
@@ -235,7 +106,7 @@ def analyse(jaxpr, in_flags, leaf_names, notes: Optional[Notes] = None) -> tuple
         plan.weights[i] = (plan.sites[var], 0 if weight is a else 1)
       elif any(f.param and not f.data for f in (a, b)) and any(f == NONE for f in (a, b)):
         notes.constant_operand += 1
-    elif _has_sub_jaxpr(eqn):
+    elif has_sub_jaxpr(eqn):
       notes.opaque.add(name)
     if not _extend(i, eqn, fin, plan, pending, uses):
       _track_norm(eqn, plan, pending, tags, normed)
@@ -269,7 +140,7 @@ def _extend(i, eqn, fin, plan, pending, uses) -> bool:
     if isinstance(z, jcore.Literal) or z not in pending or uses.get(z) != 1:
       continue
     steps = pending[z][1]
-    if _is_relayout(eqn):
+    if is_relayout(eqn):
       _move(plan, pending, z, out, steps)
       return True
     other = fin[1 - k] if len(fin) == 2 else None
@@ -316,12 +187,12 @@ def _track_norm(eqn, plan, pending, tags, normed):
   role = [t[1] if t else None for t in ins]
   known = [r for r in role if r]
   name, out = eqn.primitive.name, eqn.outvars[0]
-  if not _is_float(out.aval):
+  if not is_float(out.aval):
     return
   zsize = math.prod(plan.items[k].shape)
   if name in _REDUCE:
     tag = "stat"
-  elif _is_relayout(eqn) or (name == "broadcast_in_dim" and role[0] in ("stat", "root", "sqrt")):
+  elif is_relayout(eqn) or (name == "broadcast_in_dim" and role[0] in ("stat", "root", "sqrt")):
     tag = role[0]
   elif name == "sub" and role == ["z", "stat"]:
     tag = "centred"
@@ -332,7 +203,7 @@ def _track_norm(eqn, plan, pending, tags, normed):
     tag = "root" if name == "rsqrt" else "sqrt"
   elif name == "div" and role == [None, "sqrt"]:
     tag = "root"
-  elif _size(out.aval) < zsize:
+  elif size(out.aval) < zsize:
     same = len(set(known)) == 1 and known[0] in ("root", "sqrt") and name in ("mul", "div")
     tag = known[0] if same else "stat"
   else:
@@ -351,10 +222,10 @@ def _activation(eqn) -> Optional[str]:
   name = eqn.primitive.name
   if name in ("tanh", "logistic"):
     return {"tanh": "tanh", "logistic": "sigmoid"}[name]
-  if name in _CALLS + _CUSTOM:
+  if name in CALLS + CUSTOM:
     if str(eqn.params.get("name")) == "relu":
       return "relu"
-    sub, _ = _sub_jaxpr(eqn)  # jax.nn.relu: custom_jvp around jit around max(z, 0)
+    sub, _ = sub_jaxpr(eqn)  # jax.nn.relu: custom_jvp around jit around max(z, 0)
     return _activation(sub.eqns[0]) if len(sub.eqns) == 1 else None
   if name == "max" and any(isinstance(a, jcore.Literal) and a.val == 0 for a in eqn.invars):
     return "relu"
@@ -410,193 +281,3 @@ def _analyse_cond(eqn, fin, leaf_names, plan, i, notes):
     plan.nested[i] = len(plan.items)
     plan.items.append(Nested("cond", None, branches=tuple(plans)))
   return [f | fin[0] for f in outs]
-
-
-# --- Running the jaxpr with probes.
-
-def zero_probes(plan: Plan) -> list:
-  """Zeros for every site: ``(shape)`` per Site, a leading ``length`` axis per
-  scan, one list per branch of a cond."""
-  out = []
-  for item in plan.items:
-    if isinstance(item, Site):
-      out.append(jnp.zeros(item.shape, item.dtype))
-    elif item.mode == "cond":
-      out.append([zero_probes(p) for p in item.branches])
-    else:
-      inner = zero_probes(item.plan)
-      if item.mode == "scan":
-        inner = jax.tree_util.tree_map(
-            lambda a, n=item.length: jnp.broadcast_to(a, (n,) + a.shape), inner)
-      out.append(inner)
-  return out
-
-
-def _absent(plan: Plan) -> list:
-  # What run returns for the sites of a branch that did not run: zero z, no
-  # weight statistics, taken False (the same structure as a run that did).
-  out = []
-  for item in plan.items:
-    if isinstance(item, Site):
-      nan = jnp.full((), jnp.nan, item.dtype)
-      out.append({"z": jnp.zeros(item.shape, item.dtype), "sigma_w2": nan, "sigma_b2": nan,
-                  "taken": jnp.asarray(False)})
-    elif item.mode == "cond":
-      out.append([_absent(p) for p in item.branches])
-    else:
-      inner = _absent(item.plan)
-      if item.mode == "scan":
-        inner = jax.tree_util.tree_map(
-            lambda a, n=item.length: jnp.broadcast_to(a, (n,) + a.shape), inner)
-      out.append(inner)
-  return out
-
-
-def run(jaxpr, consts, args, plan: Plan, probes) -> tuple[list, list]:
-  """Evaluates ``jaxpr`` with ``z + probe`` at every site: ``(outputs, zs)``,
-  ``zs`` shaped like ``probes``."""
-  env = dict(zip(jaxpr.constvars, consts))
-  env.update(zip(jaxpr.invars, args))
-  zs: list[Any] = [None] * len(plan.items)
-  stats: dict = {}
-
-  def read(a):
-    return a.val if isinstance(a, jcore.Literal) else env[a]
-
-  for i, eqn in enumerate(jaxpr.eqns):
-    invals = [read(a) for a in eqn.invars]
-    if i in plan.weights:
-      k, pos = plan.weights[i]
-      stats[k, "sigma_w2"] = _sigma_w2(eqn, pos, invals[pos])
-    if i in plan.biases:
-      k, pos = plan.biases[i]
-      stats[k, "sigma_b2"] = jnp.mean(jnp.square(invals[pos]))
-    k = plan.nested.get(i)
-    if k is not None:
-      outs, zs[k] = _run_nested(plan.items[k], eqn, invals, probes[k])
-    else:
-      ans = _bind(eqn, invals)
-      outs = ans if eqn.primitive.multiple_results else [ans]
-    for v, val in zip(eqn.outvars, outs):
-      k = plan.sites.get(v)
-      if k is not None:
-        val = val + probes[k]
-        # Weight statistics: nan for a tap or norm (no weight); no bias is sigma_b2 = 0.
-        # In z's dtype, so that every branch of a cond returns the same types.
-        nan = jnp.nan if plan.items[k].kind in ("tap", "norm") else 0.0
-        zs[k] = {"z": val, "taken": jnp.asarray(True),
-                 **{s: jnp.asarray(stats.get((k, s), nan), val.dtype)
-                    for s in ("sigma_w2", "sigma_b2")}}
-      env[v] = val
-  return [read(v) for v in jaxpr.outvars], zs
-
-
-def _sigma_w2(eqn, pos, w):
-  # fan_in * mean(W^2): the sigma_w2 of W ~ N(0, sigma_w2 / fan_in), fan_in being
-  # every weight axis but the output features (the contracted axes of a matmul).
-  if eqn.primitive.name == "dot_general":
-    contract, _ = eqn.params["dimension_numbers"]
-    fan_in = 1
-    for d in contract[pos]:
-      fan_in *= w.shape[d]
-  else:
-    out_axis = eqn.params["dimension_numbers"].rhs_spec[0] if pos == 1 else 0
-    fan_in = w.size // w.shape[out_axis]
-  return fan_in * jnp.mean(jnp.square(w))
-
-
-def _bind(eqn, invals):
-  # As jax.core.eval_jaxpr binds an equation; older jax returned (subfuns, params).
-  params = eqn.primitive.get_bind_params(eqn.params)
-  subfuns = ()
-  if isinstance(params, tuple):
-    subfuns, params = params
-  with eqn.ctx.manager:
-    return eqn.primitive.bind(*subfuns, *invals, **params)
-
-
-def _run_nested(item: Nested, eqn, invals, probes):
-  if item.mode == "cond":
-    return _run_cond(item, eqn, invals, probes)
-  sub, consts = _sub_jaxpr(eqn)
-  if item.mode == "inline":
-    return run(sub, consts, invals, item.plan, probes)
-  if item.mode == "remat":
-    fn = jax.checkpoint(lambda a, p: tuple(run(sub, consts, a, item.plan, p)),
-                        prevent_cse=eqn.params.get("prevent_cse", True),
-                        policy=eqn.params.get("policy"))
-    outs, zs = fn(invals, probes)
-    return list(outs), zs
-  p = eqn.params
-  nc, ncar = p["num_consts"], p["num_carry"]
-  body = p["jaxpr"]
-  const_vals, init, xs = invals[:nc], invals[nc:nc + ncar], invals[nc + ncar:]
-
-  def step(carry, x):
-    x_t, p_t = x
-    outs, zs = run(body.jaxpr, body.consts, const_vals + list(carry) + list(x_t),
-                   item.plan, p_t)
-    return list(outs[:ncar]), (list(outs[ncar:]), zs)
-
-  carry, (ys, zs) = jax.lax.scan(step, list(init), (list(xs), probes), length=item.length,
-                                 reverse=item.reverse, unroll=p.get("unroll", 1))
-  return list(carry) + list(ys), zs
-
-
-def _run_cond(item: Nested, eqn, invals, probes):
-  # lax.switch over the same branches, each given every branch's probes: the one
-  # taken runs with its own, the others' z come back as _absent, and their
-  # deltas are zero because no path leads from their probes to the loss.
-  index, operands = invals[0], list(invals[1:])
-  branches = eqn.params["branches"]
-
-  def branch(k):
-    def fn(operands, probes):
-      outs, zs = run(branches[k].jaxpr, branches[k].consts, list(operands),
-                     item.branches[k], probes[k])
-      return outs, [zs if j == k else _absent(p) for j, p in enumerate(item.branches)]
-    return fn
-
-  outs, zs = jax.lax.switch(index, [branch(k) for k in range(len(branches))], operands, probes)
-  return list(outs), zs
-
-
-# --- Per-layer values, in execution order.
-
-def per_layer(plan: Plan, values, reduce) -> jax.Array:
-  """``reduce(value)`` for every layer, flattened in execution order: ``(L,)``.
-  A scan's iterations come one after another (in reverse for ``reverse=True``)."""
-  parts = []
-  for item, v in zip(plan.items, values):
-    if isinstance(item, Site):
-      parts.append(jnp.reshape(reduce(v), (1,)))
-    elif item.mode == "cond":
-      parts.extend(per_layer(p, u, reduce) for p, u in zip(item.branches, v) if p.items)
-    elif item.mode == "scan":
-      r = jax.vmap(lambda u, item=item: per_layer(item.plan, u, reduce))(v)
-      parts.append((r[::-1] if item.reverse else r).reshape(-1))
-    else:
-      parts.append(per_layer(item.plan, v, reduce))
-  return jnp.concatenate(parts) if parts else jnp.zeros((0,))
-
-
-def layer_sites(plan: Plan, index: str = "") -> list:
-  """``(name, kind, shape, activation)`` for every layer, in :func:`per_layer`'s order; a
-  layer inside a scan gets its iteration, ``path[i]``, one in a cond its branch,
-  ``path (branch k)`` (for ``lax.cond``, branch 0 is the false one)."""
-  out = []
-  for item in plan.items:
-    if isinstance(item, Site):
-      out.append((item.path + index, item.kind, item.shape, item.activation))
-    elif item.mode == "cond":
-      for k, p in enumerate(item.branches):
-        out.extend(layer_sites(p, f"{index} (branch {k})"))
-    else:
-      steps = range(item.length)
-      for t in (reversed(steps) if item.reverse else steps) if item.mode == "scan" else [None]:
-        out.extend(layer_sites(item.plan, index if t is None else f"{index}[{t}]"))
-  return out
-
-
-def count(plan: Optional[Plan]) -> int:
-  return len(layer_sites(plan)) if plan is not None else 0
