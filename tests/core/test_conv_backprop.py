@@ -2,7 +2,6 @@
 import itertools
 
 import jax
-import jaxbp
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -134,7 +133,7 @@ def test_readout_delta_and_options():
                            param_grads=False).grads == (None, None)
   with pytest.raises(ValueError, match=r"a convolution takes none"):
     backprop.backward(net, "mse", params, x, jnp.zeros((2, 4)),
-                      scale=jaxbp.nets.RowScale(jnp.ones((2, 1)), jnp.ones((2, 1))))
+                      scale=nets.RowScale(jnp.ones((2, 1)), jnp.ones((2, 1))))
 
 
 # -- torch ------------------------------------------------------------------------
