@@ -5,11 +5,14 @@ from any other part of jaxbp.
 
 * :mod:`~jaxbp.core.activations`, :mod:`~jaxbp.core.losses`,
   :mod:`~jaxbp.core.initializers`: the pieces, each with a hand-derived derivative.
-* :mod:`~jaxbp.core.nets`: the MLP spec and the one layer function every forward
-  pass uses.
-* :mod:`~jaxbp.core.backprop`: the one delta recursion.
-* :mod:`~jaxbp.core.convnets`, :mod:`~jaxbp.core.conv_backprop`: the vanilla CNN
-  spec and its hand-derived backward pass (``backprop`` dispatches to it).
+* :mod:`~jaxbp.core.base`: the one base of every network family (a plan of
+  layer groups); :mod:`~jaxbp.core.kinds`: dense and batch-norm layer kinds,
+  each with its init, forward and hand-derived backward.
+* :mod:`~jaxbp.core.nets` (MLP), :mod:`~jaxbp.core.convnets` with
+  :mod:`~jaxbp.core.conv_backprop` (ConvNet and its conv kinds),
+  :mod:`~jaxbp.core.rnn` (RNN): the families, each a plan on the base.
+* :mod:`~jaxbp.core.backprop`: the one backward walk, for every family.
+* :mod:`~jaxbp.core.checks`: the argument checks every spec and Config shares.
 * :mod:`~jaxbp.core.graph`: seed 003's computational graph over a jaxpr.
 * :mod:`~jaxbp.core.gradcheck`: finite differences and error measures.
 """
