@@ -86,6 +86,17 @@ def __dir__():
   return sorted(set(globals()) | set(_LAZY))
 
 
+def _train_getattr(name):
+  # ``jaxbp.train.monitoring`` (the README's write_monitor) writes through io, so,
+  # like io, it is imported on first access rather than by ``import jaxbp``.
+  if name == "monitoring":
+    return importlib.import_module("jaxbp.train.monitoring")
+  raise AttributeError(f"module 'jaxbp.train' has no attribute {name!r}")
+
+
+sys.modules[f"{__name__}.train"].__getattr__ = _train_getattr
+
+
 __all__ = (
     "MLP",
     "RNN",
