@@ -5,17 +5,17 @@ Each net is ``depth`` 3x3 convolutions of ``channels`` channels, every one
 followed by tanh (no residual, no normalisation), then a dense readout to the 10
 classes: ``ConvNet(outputs=10, readout=...)``, trained with SGD + momentum (and
 global-norm clipping) on softmax cross-entropy by :func:`jaxbp.training.fit`
-(one compiled loop, reshuffled every epoch). A *setting* is an init and its sigma_w^2 ("critical": the
-chi_1 = 1 value at the config's sigma_b^2). Besides the accuracies, each run
-records how the gradient reaches the input at init:
-``log10 ||dL/dW_1|| / ||dL/dW_depth||``.
+(one compiled loop, the batches reshuffled every epoch). A *setting* is an init
+and its sigma_w^2 ("critical": the chi_1 = 1 value at the config's sigma_b^2).
+Besides the accuracies, each run records how the gradient reaches the input at
+init: ``log10 ||dL/dW_1|| / ||dL/dW_depth||``.
 
 The readout reads the flattened last feature map by default. A delta-orthogonal
 stack starts as a 1x1 convolution, so at init each pixel's features are a
-function of that pixel alone; a global average pool (``readout="pool"``)
-would then see only a histogram of intensities, and
-where the strokes lie could reach the readout only once the off-centre taps
-have grown through all ``depth`` layers.
+function of that pixel alone; a global average pool (``readout="pool"``) would
+then see only a histogram of intensities, and where the strokes lie could reach
+the readout only once the off-centre taps have grown through all ``depth``
+layers.
 
 >>> import jax; jax.config.update("jax_enable_x64", True)
 >>> rows = run(Config(depth=4, channels=4, epochs=1), "/tmp/ct")   # doctest: +SKIP
