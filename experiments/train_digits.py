@@ -19,7 +19,8 @@ FLAGS = ("dataset", "sizes", "activation", "optimizer", "learning_rate", "moment
          "batch_size", "epochs", "seed", "grad_method", "tensorboard")
 HELP = {"activation": "the hidden layers' activation (a name in jaxbp.activations)",
         "optimizer": "the optimizer (jaxbp.training.optimizer)",
-        "learning_rate": "the optimizer's step size", "momentum": "the optimizer's momentum"}
+        "learning_rate": "the optimizer's step size", "momentum": "the optimizer's momentum",
+        "batch_size": "examples per step"}
 CHOICES = {"dataset": data.DATASETS, "optimizer": training.OPTIMIZERS,
            "grad_method": training.GRAD_METHODS}
 

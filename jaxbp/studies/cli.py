@@ -28,6 +28,7 @@ import textwrap
 from typing import Callable, Mapping, Optional, Sequence, TypeVar
 
 from jaxbp import io as _io
+from jaxbp.core import checks
 import jaxbp.studies.driver as driver
 import jaxbp.studies.multihost as multihost
 
@@ -133,8 +134,8 @@ def flag(p: argparse.ArgumentParser, config, name: str, preset=None, help: Optio
     opts["action"] = "store_true"
   else:
     sample = items if items is not None else [value]
-    if sample and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sample):
-      opts["type"] = float if any(isinstance(v, float) for v in sample) else int
+    if sample and all(checks.is_real(v) for v in sample):
+      opts["type"] = int if all(checks.is_int(v) for v in sample) else float
     if items is not None:
       opts["nargs"] = "+"
   text = help if help is not None else field_help(type(config)).get(name, "")

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp import io as _io
+from jaxbp.core import checks
 import jaxbp.studies.cli as cli
 import jaxbp.studies.driver as driver
 from jaxbp.train import landscapes
@@ -54,10 +55,7 @@ class Config:
                        f"valid names are {', '.join(landscapes.FUNCTIONS)}.")
     set_("learning_rate", _positive("learning_rate", self.learning_rate))
     set_("grad_tol", _positive("grad_tol", self.grad_tol))
-    if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) \
-        or self.steps < 1:
-      raise ValueError(f"himmelblau Config: steps must be an int >= 1, got {self.steps!r}.")
-    set_("steps", int(self.steps))
+    set_("steps", checks.positive_int(self.steps, "steps", "himmelblau Config"))
     starts = self.starts
     if isinstance(starts, (str, bytes)) or not isinstance(starts, Sequence) or not starts:
       raise ValueError(f"himmelblau Config: starts must be a non-empty list of (x, y) "
@@ -82,8 +80,7 @@ class Config:
 
 
 def _is_number(v) -> bool:
-  return (not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
-          and math.isfinite(v))
+  return checks.is_real(v) and math.isfinite(v)
 
 
 def _positive(name, v) -> float:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.core import losses, nets
+from jaxbp.core import checks, losses, nets
 from jaxbp.measure.inspect import inspect, tap
 from jaxbp.measure.report import LayerReport
 import jaxbp.studies.driver as driver
@@ -55,10 +55,8 @@ class Config:
       raise ValueError(f"inspect_model Config: model must be one of {', '.join(MODELS)}, "
                        f"got {self.model!r}.")
     for name in ("width", "depth", "batch"):
-      v = getattr(self, name)
-      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"inspect_model Config: {name} must be an int >= 1, got {v!r}.")
-    if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+      checks.positive_int(getattr(self, name), name, "inspect_model Config")
+    if not checks.is_int(self.seed):
       raise ValueError(f"inspect_model Config: seed must be an int, got {self.seed!r}.")
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxbp import io as _io
 from jaxbp.core import activations as _act
+from jaxbp.core import checks
 from jaxbp.core import initializers as _init
 from jaxbp.core import losses as _losses
 from jaxbp.core.nets import MLP
@@ -73,8 +74,7 @@ class Config:
                        f"valid names are {', '.join(_data.DATASETS)}.")
     sizes = self.sizes
     if (isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2
-        or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
-               for s in sizes)):
+        or any(not checks.is_int(s) or s < 1 for s in sizes)):
       raise ValueError(f"train_digits Config: sizes must be a list of at least two ints >= 1 "
                        f"(inputs, ..., outputs), got {sizes!r}.")
     features, classes = _data.SHAPES[self.dataset]
@@ -93,9 +93,7 @@ class Config:
     if self.grad_method not in _training.GRAD_METHODS:
       raise ValueError(f"train_digits Config: grad_method must be one of "
                        f"{', '.join(_training.GRAD_METHODS)}, got {self.grad_method!r}.")
-    if not isinstance(self.tensorboard, bool):
-      raise ValueError(f"train_digits Config: tensorboard must be True or False, got "
-                       f"{self.tensorboard!r}.")
+    checks.boolean(self.tensorboard, "tensorboard", "train_digits Config")
 
   @classmethod
   def from_dict(cls, config: Mapping) -> "Config":
@@ -112,7 +110,7 @@ def _field(name, check, *args, **kwargs):
 
 
 def _check_int(name, v, low, alternative=""):
-  if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+  if not checks.is_int(v) or v < low:
     raise ValueError(f"train_digits Config: {name} must be an int >= {low}{alternative}, "
                      f"got {v!r}.")
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxbp import io as _io
 from jaxbp.core import activations as _activations
+from jaxbp.core import checks
 import jaxbp.studies.cli as cli
 import jaxbp.studies.driver as driver
 import jaxbp.studies.multihost as multihost
@@ -68,14 +69,11 @@ class Config:
         raise ValueError(f"width_sweep Config: {name} must be a non-empty list, got {v!r}.")
     set_("points", tuple(_check_point(p) for p in self.points))
     for w in self.widths:
-      if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 2:
+      if not checks.is_int(w) or w < 2:
         raise ValueError(f"width_sweep Config: widths must be ints >= 2, got {self.widths!r}.")
     set_("widths", tuple(sorted(set(int(w) for w in self.widths))))
     for name, low in (("depth", 2), ("seeds", 2), ("seed", 0)):
-      v = getattr(self, name)
-      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-        raise ValueError(f"width_sweep Config: {name} must be an int >= {low}, got {v!r}.")
-      set_(name, int(v))
+      set_(name, checks.int_at_least(getattr(self, name), low, name, "width_sweep Config"))
 
   @classmethod
   def quick(cls, **overrides) -> "Config":
@@ -100,12 +98,10 @@ def _check_point(p):
   names = [n for n in _activations.names() if n != "softmax"]
   if not isinstance(a, str) or a not in names:
     raise ValueError(f"width_sweep Config: unknown activation {a!r}; valid: {', '.join(names)}.")
-  if not (w == "critical" or (isinstance(w, (int, float)) and not isinstance(w, bool)
-                              and math.isfinite(w) and w > 0)):
+  if not (w == "critical" or (checks.is_real(w) and math.isfinite(w) and w > 0)):
     raise ValueError(f"width_sweep Config: sigma_w2 must be > 0 or 'critical', got {w!r}.")
-  if isinstance(b, bool) or not isinstance(b, (int, float)) or not (math.isfinite(b) and b >= 0):
-    raise ValueError(f"width_sweep Config: sigma_b2 must be a finite number >= 0, got {b!r}.")
-  return (a, w if w == "critical" else float(w), float(b))
+  b = checks.finite(b, "sigma_b2", "width_sweep Config", low=0.0)
+  return (a, w if w == "critical" else float(w), b)
 
 
 def resolve(point) -> Tuple[str, str, float, float, float]:

@@ -15,12 +15,15 @@ from typing import Any, Mapping, Sequence, Tuple
 import jax
 import numpy as np
 
+from jaxbp.core import checks
 from jaxbp.studies import cli
 from jaxbp.studies import driver
 import jaxbp.studies.remedies.report as _report
 import jaxbp.studies.remedies.training as training
 from jaxbp.train import data as _data
 from jaxbp.train import training as _optim
+
+_W = "remedies Config"   # what every Config error begins with
 
 
 def _default_thresholds():
@@ -76,15 +79,14 @@ class Config:
       if name not in training.DATASETS:
         raise ValueError(f"remedies Config: datasets: Unknown dataset {name!r}; valid names "
                          f"are {', '.join(training.DATASETS)}.")
-    set_("depths", tuple(training.check_int("remedies Config", "depths: every depth", d)
+    set_("depths", tuple(checks.positive_int(d, "depths: every depth", _W)
                          for d in self.depths))
     for name in ("width", "steps", "batch_size", "seeds", "curve_points"):
-      set_(name, training.check_int("remedies Config", name, getattr(self, name)))
-    set_("seed", training.check_int("remedies Config", "seed", self.seed, low=0))
+      set_(name, checks.positive_int(getattr(self, name), name, _W))
+    set_("seed", checks.int_at_least(self.seed, 0, "seed", _W))
     for name, zero_ok in (("learning_rate", False), ("sigma_b2", True), ("momentum", True)):
       v = getattr(self, name)
-      if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-          or not (v > 0 or zero_ok and v == 0)):
+      if not checks.is_real(v) or not math.isfinite(v) or not (v > 0 or zero_ok and v == 0):
         raise ValueError(f"remedies Config: {name} must be a number {'>=' if zero_ok else '>'} "
                          f"0, got {v!r}.")
       set_(name, float(v))
@@ -105,7 +107,7 @@ class Config:
       raise ValueError(f"remedies Config: thresholds has no entry for {missing}; give one "
                        "accuracy in (0, 1] per dataset.")
     for d, v in t.items():
-      if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+      if not checks.is_real(v) or not 0 < v <= 1:
         raise ValueError(f"remedies Config: thresholds[{d!r}] must be an accuracy in (0, 1], "
                          f"got {v!r}.")
     object.__setattr__(self, "thresholds", {str(d): float(v) for d, v in t.items()})

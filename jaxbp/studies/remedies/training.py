@@ -67,6 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbp.core import checks
 from jaxbp.core import initializers as _init
 from jaxbp.core.nets import MLP
 from jaxbp.measure import diagnostics as _diagnostics
@@ -146,14 +147,6 @@ def get(name) -> Remedy:
   raise ValueError(f"Unknown setting {name!r}; valid names are {', '.join(REMEDIES)}.")
 
 
-def check_int(where: str, name: str, v, low: int = 1) -> int:
-  """``v`` as an int if it is one (not a bool) and ``>= low``; else a ValueError
-  that says ``where``, ``name`` and the bound."""
-  if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-    raise ValueError(f"{where}: {name} must be an int >= {low}, got {v!r}.")
-  return int(v)
-
-
 # -- one (remedy, dataset, depth), all seeds -------------------------------------
 
 
@@ -220,10 +213,10 @@ def train(setting, dataset, depth: int, width: int = 32, steps: int = 300, seeds
   windowed batch loss) and ``curve_steps``.
   """
   s = get(setting)
-  depth = check_int("train", "depth", depth)
-  width = check_int("train", "width", width)
-  steps = check_int("train", "steps", steps)
-  seeds = check_int("train", "seeds", seeds)
+  depth = checks.positive_int(depth, "depth", "train")
+  width = checks.positive_int(width, "width", "train")
+  steps = checks.positive_int(steps, "steps", "train")
+  seeds = checks.positive_int(seeds, "seeds", "train")
   d = _data.load(dataset, 0) if data is None else data
   n_in, n_out = d.x_train.shape[1], int(np.max(np.asarray(d.y_train))) + 1
   net = MLP.uniform(n_in, width, depth, n_out, activation=s.activation, stack=True,

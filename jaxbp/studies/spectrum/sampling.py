@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbp.core import checks
 from jaxbp.core.nets import MLP
 from jaxbp.theory import spectra as _spectra
 
@@ -58,7 +59,7 @@ def single_thread_blas():
 def check_depths(depths) -> tuple:
   """``depths`` as a strictly increasing tuple of ints >= 1 (one int is one depth);
   a ValueError otherwise."""
-  if isinstance(depths, (int, np.integer)) and not isinstance(depths, bool):
+  if checks.is_int(depths):
     depths = (depths,)
   if isinstance(depths, (str, bytes)) or not isinstance(depths, Sequence):
     raise ValueError(f"depths must be a list of ints >= 1, got {depths!r}.")
@@ -66,7 +67,7 @@ def check_depths(depths) -> tuple:
   if not depths:
     raise ValueError("depths is empty: give at least one depth >= 1, e.g. (1, 4, 16).")
   for d in depths:
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+    if not checks.is_int(d) or d < 1:
       raise ValueError(f"every depth must be an int >= 1, got depths={depths!r}.")
   if list(depths) != sorted(set(depths)):
     raise ValueError(f"depths must be strictly increasing, got {depths!r}.")
@@ -159,9 +160,8 @@ def singular_values(key, activation: str, weights: str, width: int, depths: Sequ
   """
   net = _spectra.critical(activation, weights, sigma_b2)
   depths = check_depths(depths)
-  if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
-    raise ValueError(f"width must be an int >= 1, got {width!r}.")
-  return sample_singular_values(key, net, int(width), depths, num_seeds)
+  width = checks.positive_int(width, "width")
+  return sample_singular_values(key, net, width, depths, num_seeds)
 
 
 def sample_singular_values(key, net: _spectra.CriticalNet, width: int, depths: tuple,

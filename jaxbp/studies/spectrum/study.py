@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from jaxbp import io as _io
+from jaxbp.core import checks
 from jaxbp.studies import cli
 from jaxbp.studies import driver
 import jaxbp.studies.spectrum.report as _report
@@ -57,10 +58,7 @@ class Config:
     set_ = lambda name, value: object.__setattr__(self, name, value)
     set_("depths", _field("depths", sampling.check_depths, self.depths))
     for name, low in (("width", 1), ("seeds", 1), ("seed", 0)):
-      v = getattr(self, name)
-      if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-        raise ValueError(f"spectrum Config: {name} must be an int >= {low}, got {v!r}.")
-      set_(name, int(v))
+      set_(name, checks.int_at_least(getattr(self, name), low, name, "spectrum Config"))
     for name, check in (("activations", _spectra.check_activation),
                         ("weights", _spectra.check_weights)):
       values = getattr(self, name)
