@@ -3,13 +3,13 @@
 A full run takes over twenty minutes; one section (``--sections rnn``) can be
 run alone and merged into the committed results (``experiments/benchmark.py
 --merge-into DIR``). In ``DIR/results.json`` the run's sections replace
-same-named ones, their targets replace same-named targets (others are kept),
-and the run's time, machine and config are recorded under ``"merged"``. In
-``DIR/results.md`` each section's text replaces its earlier text, or goes in
-before ``## Targets``, under a line naming the run and its machine (the file's
-header describes the earlier run), and its target rows replace or join the
-targets table. Nothing else in either file changes: the other sections'
-figures and their text stay byte for byte.
+same-named ones, their targets replace those of the same sections (the others
+are kept), and the run's time, machine and config are recorded under
+``"merged"``. In ``DIR/results.md`` each section's text replaces its earlier
+text, or goes in before ``## Targets``, under a line naming the run and its
+machine (the file's header describes the earlier run), and its target rows
+replace those of the same sections (or join the targets table). Nothing else
+in either file changes: the other sections' figures and text stay byte for byte.
 """
 from __future__ import annotations
 
@@ -46,21 +46,16 @@ def _replace_section(lines: list, new: list) -> list:
   return lines[:at] + new + lines[at:]
 
 
-def _replace_targets(lines: list, rows: list) -> list:
-  """The targets table with rows of the same target replaced, new ones appended."""
+def _replace_targets(lines: list, old: set, rows: list) -> list:
+  """The targets table without the rows of the ``old`` targets, ``rows`` in their place
+  (or appended)."""
   start = lines.index(TARGETS_HEADING)
-  table = [i for i in range(start + 1, len(lines)) if lines[i].startswith("| ")]
-  lines = list(lines)
-  for row in rows:
-    key = row.split(" | ", 1)[0] + " | "
-    same = [i for i in table[2:] if lines[i].startswith(key)]      # past header, separator
-    if same:
-      lines[same[0]] = row
-    else:
-      at = (table[-1] if table else start + 1) + 1
-      lines.insert(at, row)
-      table.append(at)
-  return lines
+  table = [i for i in range(start + 1, len(lines)) if lines[i].startswith("| ")][2:]
+  gone = [i for i in table if any(lines[i].startswith(f"| {name} | ") for name in old)]
+  at = gone[0] if gone else (table[-1] + 1 if table else start + 4)
+  kept = [line for i, line in enumerate(lines) if i not in gone]
+  at -= sum(i < at for i in gone)
+  return kept[:at] + rows + kept[at:]
 
 
 def check_into(into_dir, out_dir=None) -> None:
@@ -90,10 +85,12 @@ def merge_into(res: dict, into_dir) -> dict:
   with open(json_path) as f:
     dest = json.load(f)
   new_targets = report.targets({s: res[s] for s in sections})
-  names = {t["target"] for t in new_targets}
+  # The earlier run's targets of these sections go (their names may hold other sizes).
+  old = {t["target"] for t in report.targets({s: dest[s] for s in sections if s in dest})}
+  old |= {t["target"] for t in new_targets}
   for s in sections:
     dest[s] = res[s]
-  dest["targets"] = [t for t in dest["targets"] if t["target"] not in names] + new_targets
+  dest["targets"] = [t for t in dest["targets"] if t["target"] not in old] + new_targets
   dest["merged"] = [m for m in dest.get("merged", []) if set(m["sections"]) - set(sections)] + [
       {"sections": sections, "time": res["time"], "seconds": res["seconds"],
        "machine": res["machine"], "config": res["config"]}]
@@ -102,7 +99,7 @@ def merge_into(res: dict, into_dir) -> dict:
   for s in sections:
     new = report.section_markdown(s, res[s])
     lines = _replace_section(lines, new[:1] + ["", _machine_line(res, sections)] + new[1:])
-  lines = _replace_targets(lines, [report.target_row(t) for t in new_targets])
+  lines = _replace_targets(lines, old, [report.target_row(t) for t in new_targets])
   _io.write_json(json_path, dest)
   _io.write_text(md_path, "\n".join(lines))
   return dest

@@ -9,7 +9,10 @@ of :data:`benchmarks.rnn.METHODS` on :func:`benchmarks.rnn.problem` and times it
 * ``first_call_s``: the first call, tracing and compiling included;
 * ``warmup`` more untimed calls;
 * a window of at least ``window`` seconds (and at least 3 calls), each call
-  timed and waited for: median, min, max, 10th / 90th percentiles.
+  timed and waited for: median, min, max, 10th / 90th percentiles; and the
+  same calls' CPU time (``time.process_time``, all of the process's threads),
+  ``cpu``: what a step costs the machine, which other processes' load changes
+  far less than the wall time (they take cores away; they do not add to it).
 
 Only then, so that nothing of it runs before or during the timing, it builds
 the other method and compares the two losses and gradients
@@ -43,9 +46,19 @@ def measure(method: str, s: rnn_section.Size, window: float = 3.0, warmup: int =
   out["first_call_s"] = time.perf_counter() - t0
   for _ in range(warmup):
     timing.wait(step())
+  cpu = []
+
+  def cpu_timed():
+    # The same calls' CPU time (every thread of this process), waited for inside.
+    c0 = time.process_time()
+    res = timing.wait(step())
+    cpu.append(time.process_time() - c0)
+    return res
+
   load_before = os.getloadavg()[0]
-  out.update(timing.time_window(step, window))
+  out.update(timing.time_window(cpu_timed, window))
   out["loadavg"] = [load_before, os.getloadavg()[0]]
+  out["cpu"] = timing.summary(cpu)
   flops = rnn_section.step_flops(s)
   out.update(step_flops=flops, gflops=flops / out["median_s"] / 1e9,
              peak_rss=timing.peak_rss_bytes())

@@ -35,8 +35,8 @@ def parse(argv=None):
                       help=f"default: {' '.join(benchmarks.DEFAULT_SECTIONS)} (--quick: all)")
   parser.add_argument("--repeats", type=int,
                       help="timed repeats per in-process measurement " + default("repeats"))
-  parser.add_argument("--rounds", type=int,
-                      help="rounds of the processes section " + default("process_rounds"))
+  parser.add_argument("--rounds", type=int, help="rounds of the processes and rnn sections "
+                      + default("process_rounds") + ", rnn " + default("rnn_rounds"))
   parser.add_argument("--window", type=float,
                       help="seconds of timed steps per process, processes section "
                            + default("process_window_s"))
@@ -50,8 +50,8 @@ def parse(argv=None):
 def config_from(args) -> benchmarks.Config:
   config = benchmarks.quick() if args.quick else benchmarks.Config()
   overrides = {"torch": not args.no_torch}
-  for arg, field in (("sections", "sections"), ("repeats", "repeats"),
-                     ("rounds", "process_rounds"), ("window", "process_window_s")):
+  for arg, field in (("sections", "sections"), ("repeats", "repeats"), ("rounds", "process_rounds"),
+                     ("rounds", "rnn_rounds"), ("window", "process_window_s")):
     value = getattr(args, arg)
     if value is not None:
       overrides[field] = tuple(value) if arg == "sections" else value

@@ -39,11 +39,13 @@ def test_quick_run_writes_the_row_from_two_processes_with_agreeing_gradients(tmp
   assert len(pids) == 2 and os.getpid() not in pids         # each method in its own process
   for m in rnn.METHODS:
     v = sec["methods"][m]
-    for field in ("step_s", "first_call_s", "gflops"):
+    for field in ("step_s", "first_call_s", "gflops", "cpu_s"):
       assert math.isfinite(v[field]["median"]) and v[field]["median"] > 0, (m, field)
     assert v["step_s"]["n"] == 1 and v["calls"] >= rnn_child.timing.MIN_CALLS
   ratio = sec["ratio"]["of_medians"]
   assert math.isfinite(ratio) and ratio > 0
+  for name in ("of_best_steps", "of_cpu_medians"):
+    assert math.isfinite(sec["ratio"][name]) and sec["ratio"][name] > 0, name
   assert ratio == pytest.approx(sec["methods"][rnn.HAND]["step_s"]["median"]
                                 / sec["methods"][rnn.AUTODIFF]["step_s"]["median"])
   check = sec["grad_check"]
@@ -116,7 +118,9 @@ def test_grad_difference_is_per_parameter_so_a_wrong_bias_shows():
 def _fake_runner(times, err=1e-7):
   """A child's record without a child: the given median step time per method."""
   def runner(method, s, config):
-    return {"method": method, "median_s": times[method], "first_call_s": 1.0,
+    return {"method": method, "median_s": times[method], "min_s": 0.9 * times[method],
+            "cpu": {"median_s": 0.5 * times[method]},
+            "first_call_s": 1.0,
             "gflops": rnn.step_flops(s) / times[method] / 1e9, "calls": 10, "peak_rss": 1,
             "loadavg": [3.0, 3.5], "pid": 1,
             "check": {"max_rel_err": err, "per_param": {"W": err}, "loss_rel_diff": 0.0}}
@@ -134,6 +138,8 @@ def test_target_needs_the_ratio_and_agreeing_gradients(hand_s, err, met):
   assert [r["method"] for r in sec["records"][::2]] == [rnn.HAND, rnn.AUTODIFF, rnn.HAND]
   assert sec["ratio"]["of_medians"] == pytest.approx(hand_s / 0.1)
   assert sec["ratio"]["rounds_compared"] == 3
+  assert sec["ratio"]["of_best_steps"] == pytest.approx(hand_s / 0.1)
+  assert sec["ratio"]["of_cpu_medians"] == pytest.approx(hand_s / 0.1)
   t = rnn.target(sec)
   assert t["met"] is met
   assert ("missed by" in t["note"]) == (hand_s / 0.1 > rnn.TARGET)
