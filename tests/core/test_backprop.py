@@ -89,9 +89,10 @@ def _live_params(net, activation, seed, inputs, tries=64):
     flags = []
     for t in trace:
       hidden = [z.reshape((-1,) + z.shape[-2:]) for z in t.z[:-1]]   # (layers, batch, width)
-      active = jnp.concatenate([jnp.any(z > 0, axis=-1) for z in hidden])  # (layers, batch)
-      flags.append(jnp.any(jnp.all(active, axis=0)))
-    return jnp.all(jnp.stack(flags))
+      if hidden:                                                      # depth 1 has none
+        active = jnp.concatenate([jnp.any(z > 0, axis=-1) for z in hidden])  # (layers, batch)
+        flags.append(jnp.any(jnp.all(active, axis=0)))
+    return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
 
   # One compile for all the tries: eager dispatch of 64 deep traces takes longer.
   ok = np.asarray(jax.jit(jax.vmap(live))(jnp.arange(seed, seed + tries)))
