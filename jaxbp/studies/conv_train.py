@@ -23,7 +23,6 @@ layers.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from typing import Optional, Tuple
@@ -170,14 +169,6 @@ def init_params(config: Config, key, init: str, sigma_w2: float) -> tuple:
   return params[:-1] + (Dense(W, jnp.zeros(10, dtype)),)
 
 
-@functools.lru_cache(maxsize=None)
-def optimizer(config: Config):
-  """The config's momentum SGD with clipping, one object per config: ``fit``
-  takes it as a static argument, so the same object reuses the compiled loop."""
-  return _training.optimizer("momentum", config.learning_rate, momentum=config.momentum,
-                             clip_norm=config.clip_norm)
-
-
 def train(config: Config, params, x, y, key) -> _training.Fit:
   """``epochs`` passes over ``(x, y)`` in batches reshuffled every epoch, by
   :func:`jaxbp.training.fit` (compiled once per config: the net, loss, optimizer
@@ -193,7 +184,11 @@ def train(config: Config, params, x, y, key) -> _training.Fit:
     raise ValueError(f"conv_train.train: batch_size {config.batch_size} is larger than the "
                      f"{x.shape[0]} training images; an epoch needs at least one full batch.")
   steps = config.epochs * (x.shape[0] // config.batch_size)
-  return _training.fit(config.net(), LOSS, params, x, y, optimizer(config), steps=steps,
+  # optimizer() returns one object per argument list (it is cached), and fit takes
+  # it as a static argument: every run of a config reuses one compiled loop.
+  tx = _training.optimizer("momentum", config.learning_rate, momentum=config.momentum,
+                           clip_norm=config.clip_norm)
+  return _training.fit(config.net(), LOSS, params, x, y, tx, steps=steps,
                        batch_size=config.batch_size, key=key)
 
 
