@@ -94,6 +94,8 @@ def _live_params(net, activation, seed, inputs, tries=64):
         flags.append(jnp.any(jnp.all(active, axis=0)))
     return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
 
+  if bool(live(seed)):        # most nets are live: no search, no compile
+    return _params(net, activation, seed)
   # One compile for all the tries: eager dispatch of 64 deep traces takes longer.
   ok = np.asarray(jax.jit(jax.vmap(live))(jnp.arange(seed, seed + tries)))
   if not ok.any():
