@@ -33,6 +33,9 @@ masked entry has ``P = 0``, hence ``dS = 0``, so no gradient reaches ``q_i`` or
 ``k_j`` through it (the diagonal is never masked, so every row's sum is
 positive). The ``dq``/``dk`` terms carry ``c_s``; with ``qk_scale = 0`` the
 attention is the uniform mean over the visible tokens and ``dq = dk = 0``.
+``dbk`` is zero for every input: ``bk`` adds ``c_s q_i . bk`` to every logit of
+row i, which a softmax ignores (``sum_j dS[h, i, j] = 0``); the parameter stays
+because the layout is relied on, and its computed gradient is round-off.
 
 **LayerNorm** (:func:`layer_norm`), per token over its features, ``eps = 1e-5``::
 

@@ -64,7 +64,10 @@ class Transformer(Family):
 
   ``backprop.deltas`` gives dL/dz per params entry: the embedding's output, each
   block's output ``(batch, T, d_model)`` (``(depth, ...)`` stacked), the final
-  LN's output, the logits. dL/dz at the projections: :func:`projection_deltas`.
+  LN's output, the logits. A block is one layer of the base, whose contract is
+  one ``z`` per layer, so these are all it can give. dL/dz at the projections
+  inside every block (q, k, v, the attention output ``o Wo + bo``, the FFN's
+  ``x W1 + b1`` and ``phi(u) W2 + b2``): :func:`projection_deltas`.
 
   >>> net = Transformer(d_model=8, heads=2, depth=2, d_ff=16)
   >>> params = net.init(jax.random.PRNGKey(0))
@@ -161,7 +164,8 @@ class Transformer(Family):
 
   def init(self, key, init="lecun", dtype=None):
     """:meth:`Family.init` with LeCun weights (``Var W = 1 / fan_in``) by default;
-    LayerNorms start at scale 1, offset 0."""
+    LayerNorms start at scale 1, offset 0; the embedding's table and positions
+    are N(0, 1/2) each, whatever ``init``."""
     return super().init(key, init, dtype)
 
   def zero_probes(self, x, dtype=None):
