@@ -37,6 +37,12 @@ from jaxbp.core.nets import objective
 from jaxbp.core.nets import unstack
 from jaxbp.core.rnn import RNN
 from jaxbp.core.rnn import RNNParams
+from jaxbp.core.transformer import Attention
+from jaxbp.core.transformer import Block
+from jaxbp.core.transformer import Embedding
+from jaxbp.core.transformer import LayerNorm
+from jaxbp.core.transformer import Transformer
+from jaxbp.core.transformer import projection_deltas
 from jaxbp.measure import diagnostics
 from jaxbp.measure.inspect import inspect
 from jaxbp.measure.inspect import inspect_with_grads
@@ -101,6 +107,12 @@ __all__ = (
     "MLP",
     "RNN",
     "RNNParams",
+    "Transformer",
+    "Block",
+    "Attention",
+    "LayerNorm",
+    "Embedding",
+    "projection_deltas",
     "BatchNormDense",
     "Conv",
     "ConvNet",
