@@ -46,11 +46,23 @@ SLOW = (
     "tests/studies/test_experiments.py::test_debug_brings_the_traceback_back",
     "tests/studies/test_seed_examples.py::test_script_prints_the_table_and_the_graph_and_writes_files",
     "tests/studies/test_accelerator_check.py::test_smoke_run_runs_every_step_the_device_tests_included",
+    "tests/studies/test_accelerator_check.py::test_tests_step_fails_when_a_named_test_is_missing*",
     "tests/benchmarks/test_benchmark.py::test_quick_run_writes_every_section_target_and_same_gradient",
-    # Depth 30, and finite differences away from depth 5: the fast tier checks the
-    # same recursion against jax.grad at depths 1, 2 and 5 and against finite
-    # differences at depth 5 (every activation and loss).
+    "tests/benchmarks/test_benchmark.py::test_child_prints_one_json_line_and_the_parent_aggregates_it",
+    "tests/benchmarks/test_rnn.py::test_quick_run_writes_the_row_from_two_processes*",
+    # A script's bad flags in a fresh interpreter: the first case stays in the fast
+    # tier, and every script's parser errors are checked in process there too.
+    "tests/studies/test_depth_sweep.py::test_the_script_reports_bad_flags_in_one_line[depths]",
+    "tests/studies/test_depth_sweep.py::test_the_script_reports_bad_flags_in_one_line[activation]",
+    "tests/studies/test_depth_sweep.py::test_the_script_reports_bad_flags_in_one_line[config]",
+    "tests/studies/test_experiments.py::test_scripts_report_bad_flags_like_argparse[remedies]",
+    "tests/studies/test_experiments.py::test_scripts_report_bad_flags_like_argparse[jacobian_spectrum]",
+    "tests/studies/test_experiments.py::test_scripts_report_bad_flags_like_argparse[himmelblau]",
+    # Depths 2 and 30, and finite differences away from depth 5: the fast tier
+    # checks the same recursion against jax.grad at depths 1 (no hidden layer) and
+    # 5, and against finite differences at depth 5 (every activation and loss).
     "tests/core/test_backprop.py::test_hand_recursion_matches_autodiff[*-depth30-*]",
+    "tests/core/test_backprop.py::test_hand_recursion_matches_autodiff[*-depth2-*]",
     "tests/core/test_backprop.py::test_hand_recursion_matches_finite_differences[*-depth30]",
     "tests/core/test_backprop.py::test_hand_recursion_matches_finite_differences[*-depth1]",
     "tests/core/test_backprop.py::test_hand_recursion_matches_finite_differences[*-depth2]",

@@ -1,4 +1,5 @@
 """The README's examples run as written, and CI runs the README's test commands."""
+import ast
 import json
 import pathlib
 import re
@@ -106,3 +107,19 @@ def test_ci_runs_the_readme_test_commands():
   slow = "python -m pytest -q -n 2 -m slow"
   assert f"`{slow}`" in README and slow in ci
   assert ci.index(test_command[0]) < ci.index(slow)
+
+
+def test_every_slow_pattern_names_a_test():
+  # A renamed or moved test would silently leave the slow tier; the patterns are
+  # read from tests/conftest.py as text, so no test collection is needed.
+  tree = ast.parse((ROOT / "tests" / "conftest.py").read_text())
+  slow = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+              and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["SLOW"])
+  for pattern in slow:
+    path, _, name = pattern.partition("::")
+    assert (ROOT / path).is_file(), pattern
+    func = name.split("[")[0]
+    if func == "*":
+      continue
+    regex = rf"^def {re.escape(func[:-1])}\w*\(" if func.endswith("*") else rf"^def {re.escape(func)}\("
+    assert re.search(regex, (ROOT / path).read_text(), flags=re.M), f"no test for {pattern}"
