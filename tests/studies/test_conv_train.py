@@ -120,14 +120,15 @@ def test_training_is_momentum_sgd_on_batches_reshuffled_every_epoch():
   tx = training.optimizer("momentum", config.learning_rate, momentum=config.momentum,
                           clip_norm=config.clip_norm)
   net, fn = config.net(), losses.get("softmax_cross_entropy").fn
-  loss = lambda p, xb, yb: fn(net.apply(p, xb), yb, "mean")
+  value_and_grad = jax.jit(jax.value_and_grad(
+      lambda p, xb, yb: fn(net.apply(p, xb), yb, "mean")))
   p, s, t = params, tx.init(params), 0
   orders = [jax.random.permutation(jax.random.fold_in(key, e), 300) for e in range(2)]
   assert not np.array_equal(orders[0], orders[1])
   for order in orders:
     for i in range(3):
       idx = order[i * 100:(i + 1) * 100]
-      v, g = jax.value_and_grad(loss)(p, x[idx], y[idx])
+      v, g = value_and_grad(p, x[idx], y[idx])
       u, s = tx.update(g, s, p)
       p = optax.apply_updates(p, u)
       np.testing.assert_allclose(result.history.loss[t], v, rtol=1e-10)
@@ -140,11 +141,18 @@ def test_training_is_momentum_sgd_on_batches_reshuffled_every_epoch():
 def test_runs_of_a_config_share_one_compiled_program():
   # Another seed or setting is new data for the same program: the training loop
   # and the init gradient compile once per config, not once per run.
-  config = conv_train.Config(**{**TINY, "depth": 2, "channels": 2, "epochs": 1,
-                                "batch_size": 479})
-  conv_train.train_one(config, "gaussian", 1.0, 0)
+  config = conv_train.Config(**{**TINY, "depth": 2, "channels": 2, "epochs": 1})
+  x, y, _, _ = conv_train.images(data.digits())
+  x, y = x[:64], y[:64]
+
+  def one_run(init, sigma_w2, seed):
+    params = conv_train.init_params(config, jax.random.PRNGKey(seed), init, sigma_w2)
+    conv_train.grad_ratio(config, params, x, y)
+    conv_train.train(config, params, x, y, jax.random.PRNGKey(seed + 1))
+
+  one_run("gaussian", 1.0, 0)
   fits, grads = training._fit._cache_size(), conv_train._grad._cache_size()
-  conv_train.train_one(config, "delta_orthogonal", 2.0, 1)
+  one_run("delta_orthogonal", 2.0, 1)
   assert (training._fit._cache_size(), conv_train._grad._cache_size()) == (fits, grads)
 
 
