@@ -53,8 +53,9 @@ def _reference_logits(config, convs, readout, x):
   # or the spatial mean.
   h = x
   for W, b in convs:
-    h = jnp.tanh(jax.lax.conv_general_dilated(h, W, (1, 1), "SAME",
-                                              dimension_numbers=("NHWC", "HWIO", "NHWC")) + b[None, None, None])
+    z = jax.lax.conv_general_dilated(h, W, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    h = jnp.tanh(z + b[None, None, None])
   f = h.reshape(h.shape[0], -1) if config.readout == "flatten" else h.mean(axis=(1, 2))
   return f @ readout.W + readout.b[None]
 
