@@ -37,9 +37,7 @@ def int_at_least(value, low: int, name: str, where: str = "") -> int:
 
 def positive_int(value, name: str, where: str = "") -> int:
   """``value`` as an int, if it is an int (not a bool) ``>= 1``."""
-  if not is_int(value) or value < 1:
-    raise ValueError(f"{_where(where)}{name} must be a positive int, got {value!r}.")
-  return int(value)
+  return int_at_least(value, 1, name, where)
 
 
 def finite(value, name: str, where: str = "", low: float | None = None,

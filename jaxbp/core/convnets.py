@@ -92,12 +92,14 @@ class ConvNet(Family):
     object.__setattr__(self, "channels", tuple(int(s) for s in c))
     if self.padding not in PADDINGS:
       raise ValueError(f"ConvNet: padding must be one of {PADDINGS}, got {self.padding!r}.")
-    _checks.positive_int(self.kernel_size, "kernel_size", "ConvNet")
+    if not _checks.is_int(self.kernel_size) or self.kernel_size < 1:
+      raise ValueError(f"ConvNet: kernel_size must be a positive int, got {self.kernel_size!r}.")
     if self.kernel_size % 2 == 0:
       raise ValueError(
           f"ConvNet: padding={self.padding!r} needs an odd kernel_size, so that (k - 1) / 2 "
           f"taps on each side centre every output on its input; got {self.kernel_size}.")
-    _checks.positive_int(self.ndim, "ndim (spatial axes)", "ConvNet")
+    if not _checks.is_int(self.ndim) or self.ndim < 1:
+      raise ValueError(f"ConvNet: ndim (spatial axes) must be a positive int, got {self.ndim!r}.")
     if self.outputs is not None:
       if not _checks.is_int(self.outputs) or self.outputs < 1:
         raise ValueError(f"ConvNet: outputs must be None or a positive int, got {self.outputs!r}.")

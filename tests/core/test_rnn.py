@@ -82,8 +82,8 @@ def test_deltas_shape_and_inspect_finds_every_step():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(input_size=0, hidden_size=4, output_size=2), "input_size must be a positive int"),
-    (dict(input_size=3, hidden_size=True, output_size=2), "hidden_size must be a positive int"),
+    (dict(input_size=0, hidden_size=4, output_size=2), "input_size must be an int >= 1"),
+    (dict(input_size=3, hidden_size=True, output_size=2), "hidden_size must be an int >= 1"),
     (dict(input_size=3, hidden_size=4, output_size=2, readout="first"), "readout must be one of"),
     (dict(input_size=3, hidden_size=4, output_size=2, activation="softmax"), "softmax"),
     (dict(input_size=3, hidden_size=4, output_size=2, remat=-1), "remat must be"),
