@@ -71,7 +71,7 @@ def test_tiny_run_writes_the_table_and_figures_and_resumes(tmp_path):
     ({"points": ()}, ["points", "non-empty"]),
     ({"steps": 10, "skip": 5}, ["steps", ">= 13"]),
     ({"seeds": 1}, ["seeds", ">= 2"]),
-    ({"width": True}, ["width", "positive int"]),
+    ({"width": True}, ["width", "an int >= 1"]),
     ({"widths": 3}, ["unknown config keys", "widths"]),
 ], ids=["pair", "activation", "sigma_w2", "no_input", "no_points", "steps", "seeds", "bool",
         "unknown"])
