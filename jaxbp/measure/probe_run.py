@@ -21,37 +21,34 @@ from jax.extend import core as jcore
 
 from jaxbp.measure.sites import Nested, Plan, Site, sub_jaxpr
 
+
 def zero_probes(plan: Plan) -> list:
   """Zeros for every site: ``(shape)`` per Site, a leading ``length`` axis per
   scan, one list per branch of a cond."""
-  out = []
-  for item in plan.items:
-    if isinstance(item, Site):
-      out.append(jnp.zeros(item.shape, item.dtype))
-    elif item.mode == "cond":
-      out.append([zero_probes(p) for p in item.branches])
-    else:
-      inner = zero_probes(item.plan)
-      if item.mode == "scan":
-        inner = jax.tree_util.tree_map(
-            lambda a, n=item.length: jnp.broadcast_to(a, (n,) + a.shape), inner)
-      out.append(inner)
-  return out
+  return _per_site(plan, lambda site: jnp.zeros(site.shape, site.dtype))
 
 
 def _absent(plan: Plan) -> list:
   # What run returns for the sites of a branch that did not run: zero z, no
   # weight statistics, taken False (the same structure as a run that did).
+  def leaf(site):
+    nan = jnp.full((), jnp.nan, site.dtype)
+    return {"z": jnp.zeros(site.shape, site.dtype), "sigma_w2": nan, "sigma_b2": nan,
+            "taken": jnp.asarray(False)}
+  return _per_site(plan, leaf)
+
+
+def _per_site(plan: Plan, leaf) -> list:
+  """``leaf(site)`` for every site, in the plan's nesting: a list per cond branch,
+  a leading ``length`` axis per scan."""
   out = []
   for item in plan.items:
     if isinstance(item, Site):
-      nan = jnp.full((), jnp.nan, item.dtype)
-      out.append({"z": jnp.zeros(item.shape, item.dtype), "sigma_w2": nan, "sigma_b2": nan,
-                  "taken": jnp.asarray(False)})
+      out.append(leaf(item))
     elif item.mode == "cond":
-      out.append([_absent(p) for p in item.branches])
+      out.append([_per_site(p, leaf) for p in item.branches])
     else:
-      inner = _absent(item.plan)
+      inner = _per_site(item.plan, leaf)
       if item.mode == "scan":
         inner = jax.tree_util.tree_map(
             lambda a, n=item.length: jnp.broadcast_to(a, (n,) + a.shape), inner)
