@@ -1,0 +1,408 @@
+"""Training deep transformers on token reversal: post-LN with and without warm-up,
+pre-LN, and DeepNet's post-LN (Xiong et al. 2020; Wang et al. 2022).
+
+The task: a sequence of ``length`` tokens drawn uniformly from ``vocab``; the
+target at position i is ``x[length - 1 - i]``. Each output needs the token at
+another position, so the net must attend (the model is non-causal). The train
+stream draws a fresh batch for step t from ``fold_in(train_key, t)`` inside the
+compiled loop (every seed sees the same stream); the held-out test set is one
+fixed draw. A model that ignores its input scores loss ``ln vocab``.
+
+Each run is a :class:`jaxbp.Transformer` with ``vocab`` (learned positions and a
+readout), ``stack=True`` (the blocks under ``lax.scan``), trained with Adam on
+the token-mean softmax cross-entropy. A *setting* is one of :data:`SETTINGS`:
+
+* ``"post"``: ``norm="post"``, the learning rate from step 0;
+* ``"post_warmup"``: ``norm="post"``, the rate ramped linearly from 0 over the
+  first ``warmup`` fraction of the steps;
+* ``"pre"``: ``norm="pre"``, no warm-up;
+* ``"deepnet"``: ``norm="post"``, no warm-up, DeepNet's ``h <- LN(a h + f(h))``
+  with ``a = (2N)^(1/4)`` (the Transformer's ``skip_scale``; its
+  ``residual_scale`` stays 1) and the value, output and FFN weights (``Wv``,
+  ``Wo``, ``ffn1.W``, ``ffn2.W``; not ``Wq``, ``Wk``) multiplied after the init
+  by ``b = (8N)^(-1/4)``, N the number of blocks (Wang et al. 2022's encoder
+  values).
+
+Per run: the held-out token accuracy and loss, the final train loss (the mean
+batch loss over the last ``tail`` steps), the status (``"ok"``; ``"nonfinite"``;
+``"stuck"``: final train loss within 5% of ``ln vocab``) and the process CPU
+seconds. The curve of batch losses (means over ``curve_every`` steps) is kept for
+the figure.
+
+>>> rows = run(Config.quick(), "/tmp/tt")   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Mapping, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxbp import io as _io
+from jaxbp.core import checks
+from jaxbp.core.transformer import Transformer
+import jaxbp.studies.cli as cli
+import jaxbp.studies.driver as driver
+
+SETTINGS = ("post", "post_warmup", "pre", "deepnet")
+STUCK = 0.95    # a final train loss above STUCK * ln(vocab) counts as stuck
+DTYPES = ("float32", "float64")
+_W = "transformer_train Config"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Checked on construction: a bad value is a ValueError naming the field.
+
+  Attributes:
+    settings: which of ``post``, ``post_warmup``, ``pre``, ``deepnet`` to train.
+    depths: the numbers of blocks N.
+    seeds: one init per seed (the data are the same for every seed).
+    length: tokens per sequence.
+    vocab: the token alphabet.
+    d_model, heads, d_ff: the width, attention heads and FFN hidden width.
+    batch: sequences per step.
+    steps: Adam updates per run, the same budget for every setting.
+    learning_rate: Adam's peak step size, shared by every setting.
+    warmup: ``post_warmup``'s linear warm-up, a fraction of ``steps`` in (0, 1).
+    test_size: held-out sequences.
+    tail: the final train loss is the mean batch loss over the last ``tail`` steps.
+    curve_every: the stored loss curve is the mean over each ``curve_every`` steps.
+    data_seed: the PRNG seed of the train stream and the test set.
+    dtype: the parameters' float type (``float64`` needs ``jax_enable_x64``).
+  """
+  settings: Tuple[str, ...] = SETTINGS
+  depths: Tuple[int, ...] = (24, 48)
+  seeds: Tuple[int, ...] = (0, 1, 2)
+  length: int = 16
+  vocab: int = 16
+  d_model: int = 64
+  heads: int = 4
+  d_ff: int = 128
+  batch: int = 32
+  steps: int = 1000
+  learning_rate: float = 1e-3
+  warmup: float = 0.1
+  test_size: int = 1024
+  tail: int = 50
+  curve_every: int = 10
+  data_seed: int = 0
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    set_ = lambda name, value: object.__setattr__(self, name, value)
+    if isinstance(self.settings, (str, bytes)) or not isinstance(self.settings, (list, tuple)) \
+        or not self.settings:
+      raise ValueError(f"{_W}: settings must be a non-empty list drawn from {SETTINGS}, got "
+                       f"{self.settings!r}.")
+    for s in self.settings:
+      checks.one_of(s, SETTINGS, "each of settings", _W)
+    if len(set(self.settings)) != len(self.settings):
+      raise ValueError(f"{_W}: settings must not repeat, got {self.settings!r}.")
+    set_("settings", tuple(self.settings))
+    for name, low in (("depths", 1), ("seeds", 0)):
+      if not isinstance(getattr(self, name), (list, tuple)):
+        raise ValueError(f"{_W}: {name} must be a non-empty list of ints >= {low}, got "
+                         f"{getattr(self, name)!r}.")
+      set_(name, checks.int_tuple(getattr(self, name), name, _W, low=low))
+    for name, low in (("length", 2), ("vocab", 2), ("d_model", 1), ("heads", 1), ("d_ff", 1),
+                      ("batch", 1), ("steps", 1), ("test_size", 1), ("tail", 1),
+                      ("curve_every", 1), ("data_seed", 0)):
+      set_(name, checks.int_at_least(getattr(self, name), low, name, _W))
+    if self.d_model % self.heads:
+      raise ValueError(f"{_W}: d_model must be a multiple of heads, got d_model="
+                       f"{self.d_model}, heads={self.heads}.")
+    for name in ("tail", "curve_every"):
+      if getattr(self, name) > self.steps:
+        raise ValueError(f"{_W}: {name} must be at most steps ({self.steps}), got "
+                         f"{getattr(self, name)}.")
+    set_("learning_rate", checks.positive(self.learning_rate, "learning_rate", _W))
+    warmup = checks.finite(self.warmup, "warmup", _W, low=0.0)
+    if not 0 < warmup < 1:
+      raise ValueError(f"{_W}: warmup must be a fraction of steps in (0, 1), got {warmup!r}.")
+    set_("warmup", warmup)
+    checks.one_of(self.dtype, DTYPES, "dtype", _W)
+
+  @classmethod
+  def quick(cls, **overrides) -> "Config":
+    """The small preset (seconds): depth 2 and 3, narrow, 40 steps, one seed."""
+    return cls(**{"depths": (2, 3), "seeds": (0,), "d_model": 16, "heads": 2, "d_ff": 32,
+                  "batch": 8, "steps": 40, "test_size": 64, "tail": 10, "curve_every": 5,
+                  **overrides})
+
+  @classmethod
+  def from_dict(cls, config: Mapping) -> "Config":
+    """From a mapping of field names; unknown keys are an error."""
+    return cli.from_dict(cls, config, _W)
+
+  def to_dict(self) -> dict:
+    return driver.config_dict(self)
+
+  def net(self, setting: str, depth: int) -> Transformer:
+    """The setting's transformer of ``depth`` blocks."""
+    checks.one_of(setting, SETTINGS, "setting", "transformer_train")
+    skip = deepnet_alpha(depth) if setting == "deepnet" else 1.0
+    return Transformer(self.d_model, self.heads, depth, self.d_ff,
+                       norm="pre" if setting == "pre" else "post", skip_scale=skip,
+                       vocab=self.vocab, max_len=self.length, stack=True)
+
+  def warmup_steps(self, setting: str) -> int:
+    """Steps of linear warm-up: ``round(warmup * steps)`` for ``post_warmup``, else 0."""
+    return max(1, round(self.warmup * self.steps)) if setting == "post_warmup" else 0
+
+
+def deepnet_alpha(n: int) -> float:
+  """DeepNet's skip factor for an encoder of n blocks, ``(2n)^(1/4)``."""
+  return (2.0 * n) ** 0.25
+
+
+def deepnet_beta(n: int) -> float:
+  """DeepNet's init factor for Wv, Wo and the FFN, ``(8n)^(-1/4)``."""
+  return (8.0 * n) ** -0.25
+
+
+# -- the task ------------------------------------------------------------------
+
+
+def reversal(key, n: int, length: int, vocab: int):
+  """``n`` sequences ``x`` of ``length`` uniform tokens in ``[0, vocab)`` and their
+  targets ``y[:, i] = x[:, length - 1 - i]``."""
+  x = jax.random.randint(key, (n, length), 0, vocab)
+  return x, x[:, ::-1]
+
+
+def data_keys(config: Config):
+  """``(train_key, test_key)``: step t's batch is drawn from ``fold_in(train_key, t)``."""
+  root = jax.random.PRNGKey(config.data_seed)
+  return jax.random.fold_in(root, 1), jax.random.fold_in(root, 0)
+
+
+def test_set(config: Config):
+  return reversal(data_keys(config)[1], config.test_size, config.length, config.vocab)
+
+
+# -- one run ---------------------------------------------------------------------
+
+
+def init_params(config: Config, setting: str, depth: int, key) -> tuple:
+  """``config.net(setting, depth).init(key)`` (LeCun weights), and for ``deepnet``
+  Wv, Wo, ffn1.W and ffn2.W of every block times ``deepnet_beta(depth)``."""
+  params = config.net(setting, depth).init(key, dtype=jnp.dtype(config.dtype))
+  if setting != "deepnet":
+    return params
+  b = deepnet_beta(depth)
+  scaled = []
+  for entry in params:
+    if hasattr(entry, "attn") and hasattr(entry, "ffn1"):   # a (stacked) Block
+      attn = entry.attn._replace(Wv=entry.attn.Wv * b, Wo=entry.attn.Wo * b)
+      entry = entry._replace(attn=attn, ffn1=entry.ffn1._replace(W=entry.ffn1.W * b),
+                             ffn2=entry.ffn2._replace(W=entry.ffn2.W * b))
+    scaled.append(entry)
+  return tuple(scaled)
+
+
+def token_loss(net, params, x, y):
+  """Mean softmax cross-entropy over every token of the batch."""
+  logits = net.apply(params, x)
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+
+@functools.lru_cache(maxsize=64)
+def adam(learning_rate: float, warmup_steps: int) -> optax.GradientTransformation:
+  """Adam with a linear warm-up from 0 over ``warmup_steps`` (none for 0); one object
+  per argument list, so the compiled loop is reused."""
+  if not warmup_steps:
+    return optax.adam(learning_rate)
+  return optax.adam(optax.linear_schedule(0.0, learning_rate, warmup_steps))
+
+
+@functools.partial(jax.jit, static_argnames=("net", "tx", "steps", "batch", "length", "vocab"))
+def train_loop(params, train_key, *, net, tx, steps, batch, length, vocab):
+  """``steps`` Adam updates in one ``lax.scan``, batch t drawn from
+  ``fold_in(train_key, t)``. Returns the params and the per-step batch losses
+  (each measured before its update)."""
+  grad = jax.value_and_grad(functools.partial(token_loss, net))
+
+  def body(carry, t):
+    params, state = carry
+    x, y = reversal(jax.random.fold_in(train_key, t), batch, length, vocab)
+    loss, g = grad(params, x, y)
+    updates, state = tx.update(g, state, params)
+    return (optax.apply_updates(params, updates), state), loss
+
+  (params, _), losses = jax.lax.scan(body, (params, tx.init(params)), jnp.arange(steps))
+  return params, losses
+
+
+@functools.partial(jax.jit, static_argnames=("net",))
+def evaluate(net, params, x, y):
+  """``(token loss, token accuracy)`` on ``(x, y)``."""
+  logits = net.apply(params, x)
+  loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+  return loss, jnp.mean((jnp.argmax(logits, axis=-1) == y).astype(logits.dtype))
+
+
+def train_one(config: Config, setting: str, depth: int, seed: int) -> dict:
+  """One run: test accuracy and loss, final train loss, status, CPU seconds, curve."""
+  if config.dtype == "float64" and not jax.config.jax_enable_x64:
+    raise ValueError("transformer_train: dtype float64 needs jax_enable_x64 (or use float32).")
+  cpu0, wall0 = time.process_time(), time.perf_counter()
+  net = config.net(setting, depth)
+  params = init_params(config, setting, depth, jax.random.PRNGKey(seed))
+  params, losses = train_loop(params, data_keys(config)[0], net=net,
+                              tx=adam(config.learning_rate, config.warmup_steps(setting)),
+                              steps=config.steps, batch=config.batch, length=config.length,
+                              vocab=config.vocab)
+  test_loss, test_acc = evaluate(net, params, *test_set(config))
+  losses = np.asarray(losses, dtype=np.float64)
+  final = float(np.mean(losses[-config.tail:]))
+  finite = bool(np.all(np.isfinite(losses))) and math.isfinite(float(test_loss))
+  status = ("nonfinite" if not finite else
+            "stuck" if final >= STUCK * math.log(config.vocab) else "ok")
+  n = config.steps // config.curve_every * config.curve_every
+  curve = losses[:n].reshape(-1, config.curve_every).mean(axis=1)
+  return {"test_accuracy": float(test_acc), "test_loss": float(test_loss),
+          "final_train_loss": final, "first_loss": float(losses[0]), "status": status,
+          "diverged": status != "ok", "cpu_seconds": time.process_time() - cpu0,
+          "wall_seconds": time.perf_counter() - wall0, "curve": curve.tolist()}
+
+
+# -- the study -----------------------------------------------------------------
+
+
+def keys(config: Config):
+  """One key per (setting, depth, seed): everything its numbers depend on."""
+  common = {"study": "transformer_train", **{k: v for k, v in config.to_dict().items()
+                                             if k not in ("settings", "depths", "seeds")}}
+  return [dict(common, setting=s, depth=d, seed=seed)
+          for d in config.depths for s in config.settings for seed in config.seeds]
+
+
+def summarise(key_list, records) -> list:
+  """One row per (depth, setting): median and range over seeds."""
+  groups = {}
+  for k, r in zip(key_list, records):
+    groups.setdefault((k["depth"], k["setting"]), []).append(r)
+  rows = []
+  for (depth, setting), recs in groups.items():
+    row = {"depth": depth, "setting": setting, "seeds": len(recs)}
+    for name in ("test_accuracy", "final_train_loss", "cpu_seconds"):
+      # A NaN loss sorts last; the range then shows it.
+      v = np.array([np.nan if r[name] is None else r[name] for r in recs], dtype=float)
+      row.update({f"{name}_median": float(np.median(v)), f"{name}_min": float(np.nanmin(v))
+                  if np.any(np.isfinite(v)) else math.nan, f"{name}_max": float(np.max(v))})
+    row["diverged"] = int(sum(r["diverged"] for r in recs))
+    row["statuses"] = " ".join(r["status"] for r in recs)
+    rows.append(row)
+  return rows
+
+
+LABELS = {"post": "post-LN, no warm-up", "post_warmup": "post-LN, warm-up",
+          "pre": "pre-LN", "deepnet": "post-LN, DeepNet alpha/beta"}
+
+
+def table(rows) -> str:
+  """The markdown table: median (min-max) over seeds."""
+  span = lambda r, n, f: (f"{r[n + '_median']:{f}} ({r[n + '_min']:{f}}-{r[n + '_max']:{f}})")
+  lines = ["| depth | setting | test token accuracy | final train loss | diverged | "
+           "CPU s per run |", "|---:|---|---|---|---:|---:|"]
+  for r in rows:
+    lines.append(f"| {r['depth']} | {LABELS[r['setting']]} | {span(r, 'test_accuracy', '.3f')} "
+                 f"| {span(r, 'final_train_loss', '.3f')} | {r['diverged']}/{r['seeds']} | "
+                 f"{r['cpu_seconds_median']:.0f} |")
+  return "\n".join(lines)
+
+
+def report(config: Config, rows) -> str:
+  """``report.md``: the setup, the table and what it shows against the anchors."""
+  ln_v = math.log(config.vocab)
+  lines = [f"# Deep transformers on token reversal (length {config.length}, vocab "
+           f"{config.vocab})", "",
+           f"Non-causal transformers, d_model {config.d_model}, {config.heads} heads, d_ff "
+           f"{config.d_ff}, relu, learned positions; Adam lr {config.learning_rate:g} for every "
+           f"setting, {config.steps} steps of batch {config.batch} (a fresh batch per step), "
+           f"warm-up {config.warmup_steps('post_warmup')} steps (linear from 0) for "
+           f"post_warmup only; DeepNet: skip x (2N)^(1/4), Wv/Wo/FFN init x (8N)^(-1/4). "
+           f"Test: {config.test_size} held-out sequences. Seeds {list(config.seeds)} (the "
+           f"init; the data are fixed). {config.dtype}. Median (min-max) over seeds; "
+           f"'diverged': non-finite, or a final train loss (mean of the last {config.tail} "
+           f"batches) above {STUCK:g} ln {config.vocab} = {STUCK * ln_v:.3f} (ln {config.vocab} "
+           f"= {ln_v:.3f} is chance). CPU seconds are the process's, compile included.", "",
+           table(rows), "", verdict(rows), "",
+           "Figure: `curves.png` (batch loss, means over "
+           f"{config.curve_every} steps); every run: `runs.json`.", ""]
+  return "\n".join(lines)
+
+
+def verdict(rows) -> str:
+  """Sentences comparing each depth's settings with the anchors' claims."""
+  out = []
+  by = {(r["depth"], r["setting"]): r for r in rows}
+  for depth in sorted({r["depth"] for r in rows}):
+    acc = {s: by[(depth, s)]["test_accuracy_median"] for s in SETTINGS if (depth, s) in by}
+    bad = {s: by[(depth, s)]["diverged"] for s in SETTINGS if (depth, s) in by}
+    seeds = {s: by[(depth, s)]["seeds"] for s in SETTINGS if (depth, s) in by}
+    said = ", ".join(f"{LABELS[s]} {a:.2f} ({bad[s]}/{seeds[s]} diverged)" for s, a in acc.items())
+    out.append(f"- Depth {depth}: median test accuracy {said}.")
+    if "post" in acc:
+      fixes = [s for s in ("post_warmup", "pre", "deepnet") if s in acc]
+      lags = all(acc[s] > acc["post"] + 0.05 for s in fixes) if fixes else False
+      out.append(f"  Post-LN without warm-up {'fails or lags every other setting' if lags else 'does not lag every other setting'}"
+                 f" ({'as' if lags else 'unlike'} Xiong et al. 2020 report at depth).")
+  return "\n".join(out)
+
+
+def plot_curves(config: Config, key_list, records, path) -> None:
+  """Batch loss against step, one panel per depth, one line per run, coloured by setting."""
+  plt = _io.pyplot()
+  depths = list(config.depths)
+  fig, axes = plt.subplots(1, len(depths), figsize=(5.2 * len(depths), 4.2), squeeze=False,
+                           sharey=True)
+  colour = {s: f"C{i}" for i, s in enumerate(SETTINGS)}
+  labelled = set()
+  for k, r in zip(key_list, records):
+    ax = axes[0][depths.index(k["depth"])]
+    curve = np.array([np.nan if v is None else v for v in r["curve"]], dtype=float)
+    steps = (np.arange(curve.size) + 0.5) * config.curve_every
+    label = None if (k["depth"], k["setting"]) in labelled else LABELS[k["setting"]]
+    labelled.add((k["depth"], k["setting"]))
+    ax.plot(steps, curve, lw=1.0, alpha=0.8, color=colour[k["setting"]], label=label)
+  for ax, depth in zip(axes[0], depths):
+    ax.axhline(math.log(config.vocab), ls="--", lw=0.8, color="gray")
+    ax.set(xlabel="step", title=f"depth {depth}", yscale="log")
+    ax.legend(fontsize=7)
+  axes[0][0].set_ylabel(f"batch loss (dashed: ln {config.vocab})")
+  fig.suptitle(f"token reversal, Adam lr {config.learning_rate:g}, {config.seeds and len(config.seeds)} seeds")
+  _io.save_figure(fig, path)
+
+
+def run(config, out_dir) -> list:
+  """Trains every (depth, setting, seed), resumably (each finished run is stored at
+  once); writes ``results.csv``/``.json`` (one row per depth and setting),
+  ``runs.csv``/``.json`` (every run, with its curve), ``curves.png`` and
+  ``report.md``. Returns the rows."""
+  config = config if isinstance(config, Config) else Config.from_dict(config)
+  session = driver.start(config, out_dir)
+  key_list = keys(config)
+
+  def compute(pending):
+    for k in pending:
+      yield k, train_one(config, k["setting"], k["depth"], k["seed"])
+
+  records = driver.resume(session, key_list, compute, desc="transformer train")
+  rows = summarise(key_list, records)
+  driver.write_table(session, "results", rows)
+  driver.write_table(session, "runs", [dict(setting=k["setting"], depth=k["depth"],
+                                            seed=k["seed"], **r)
+                                       for k, r in zip(key_list, records)],
+                     columns=("setting", "depth", "seed", "test_accuracy", "test_loss",
+                              "final_train_loss", "status", "cpu_seconds", "wall_seconds"))
+  plot_curves(config, key_list, records, session.path("curves.png"))
+  driver.finish(session, report(config, rows))
+  return rows
