@@ -7,11 +7,11 @@ from typing import Any, NamedTuple, Optional, Tuple
 from jaxbp.core import checks
 
 SECTIONS = ("processes", "profile", "monitor", "throughput", "compile", "memory", "sweep",
-            "per_example", "rnn")
+            "per_example", "rnn", "transformer")
 # The in-process "throughput" section times frameworks side by side in one process,
 # where they contend for the cores: "processes" replaces it in a default run.
 DEFAULT_SECTIONS = ("processes", "profile", "monitor", "compile", "memory", "sweep",
-                    "per_example", "rnn")
+                    "per_example", "rnn", "transformer")
 # Kept in step with methods.METHODS (which imports the frameworks' glue, so not from here).
 PROCESS_METHODS = ("jaxbp autodiff", "jaxbp hand recursion", "flax.linen", "equinox", "raw jax",
                    "numpy (seed 002)", "torch eager", "torch eager, 1 thread", "torch.compile")
@@ -123,6 +123,10 @@ class Config:
       "rnn" section's Elman RNN (issue #20: hidden 256, T 200, batch 64).
     rnn_rounds, rnn_window_s, rnn_timeout_s: its rounds (each method a fresh
       process per round), seconds of timed steps per process, and each process's timeout.
+    transformer_d_model, transformer_heads, transformer_steps, transformer_depth,
+      transformer_batch, transformer_d_ff: the "transformer" section's pre-LN
+      transformer (issue #21: d_model 256, heads 4, T 128, depth 12, batch 16).
+    transformer_rounds, transformer_window_s, transformer_timeout_s: as the rnn's.
   """
   quick: bool = False
   seed: int = 0
@@ -175,6 +179,16 @@ class Config:
   rnn_rounds: int = 5
   rnn_window_s: float = 3.0
   rnn_timeout_s: float = 600.0
+  # 7. the transformer's hand backward against autodiff
+  transformer_d_model: int = 256
+  transformer_heads: int = 4
+  transformer_steps: int = 128
+  transformer_depth: int = 12
+  transformer_batch: int = 16
+  transformer_d_ff: int = 1024
+  transformer_rounds: int = 5
+  transformer_window_s: float = 3.0
+  transformer_timeout_s: float = 600.0
 
   def __post_init__(self):
     set_ = lambda name, value: object.__setattr__(self, name, value)
@@ -208,12 +222,20 @@ class Config:
                      ("profile_batch", 1), ("monitor_width", 1), ("monitor_batch", 1),
                      ("monitor_fit_steps", 1), ("rnn_input_size", 1), ("rnn_hidden_size", 1),
                      ("rnn_steps", 1), ("rnn_batch", 1), ("rnn_output_size", 1),
-                     ("rnn_rounds", 1)):
+                     ("rnn_rounds", 1), ("transformer_d_model", 1), ("transformer_heads", 1),
+                     ("transformer_steps", 1), ("transformer_depth", 1),
+                     ("transformer_batch", 1), ("transformer_d_ff", 1),
+                     ("transformer_rounds", 1)):
       set_(name, _int(name, getattr(self, name), lo))
     set_("min_time", _positive("min_time", self.min_time, allow_zero=True))
-    for name in ("process_window_s", "process_ceiling_s", "rnn_window_s"):
+    if self.transformer_d_model % self.transformer_heads:
+      _fail("transformer_d_model", f"a multiple of transformer_heads={self.transformer_heads}",
+            self.transformer_d_model)
+    for name in ("process_window_s", "process_ceiling_s", "rnn_window_s",
+                 "transformer_window_s"):
       set_(name, _positive(name, getattr(self, name), allow_zero=True))
-    for name in ("compile_budget_s", "memory_timeout_s", "process_timeout_s", "rnn_timeout_s"):
+    for name in ("compile_budget_s", "memory_timeout_s", "process_timeout_s", "rnn_timeout_s",
+                 "transformer_timeout_s"):
       set_(name, _positive(name, getattr(self, name)))
     if self.memory_deep is not None:
       deep = _ints("memory_deep", self.memory_deep, 1)
@@ -240,5 +262,8 @@ def quick(**overrides) -> Config:
       process_rounds=1, process_window_s=0.05, process_ceiling_s=0.02, process_timeout_s=300.0,
       profile_width=16, profile_batch=8, memory_deep=(40, 8, 4), monitor_width=16,
       monitor_batch=8, monitor_fit_steps=5, rnn_input_size=8, rnn_hidden_size=16, rnn_steps=6,
-      rnn_batch=4, rnn_output_size=3, rnn_rounds=1, rnn_window_s=0.05, rnn_timeout_s=300.0),
+      rnn_batch=4, rnn_output_size=3, rnn_rounds=1, rnn_window_s=0.05, rnn_timeout_s=300.0,
+      transformer_d_model=8, transformer_heads=2, transformer_steps=5, transformer_depth=2,
+      transformer_batch=3, transformer_d_ff=16, transformer_rounds=1, transformer_window_s=0.05,
+      transformer_timeout_s=300.0),
       **overrides})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import benchmarks.report_processes as report_processes
 import benchmarks.rnn as rnn
+import benchmarks.transformer as transformer
 from benchmarks.monitor_overhead import monitor_md
 from benchmarks.throughput import MATMUL, SHAPE_MATMUL
 
@@ -130,6 +131,8 @@ def targets(res: dict) -> list:
                        pe["speedup"] >= 20, note))
   if res.get("rnn"):
     out.append(rnn.target(res["rnn"]))
+  if res.get("transformer"):
+    out.append(transformer.target(res["transformer"]))
   return out
 
 
@@ -323,7 +326,8 @@ SECTION_MARKDOWN = (("processes", report_processes.processes_md),
                     ("profile", report_processes.profile_md), ("monitor", monitor_md),
                     ("throughput", _throughput_md), ("compile", _compile_md),
                     ("memory", _memory_md), ("sweep", _sweep_md),
-                    ("per_example", _per_example_md), ("rnn", rnn.rnn_md))
+                    ("per_example", _per_example_md), ("rnn", rnn.rnn_md),
+                    ("transformer", transformer.transformer_md))
 
 
 def section_markdown(name: str, sec: dict) -> list:

@@ -171,21 +171,25 @@ def op_counts(fn: Callable, *args) -> dict:
   return {"outside": outside, "scans": scans}
 
 
-def child_command(method: str, s: Size, config: Config) -> List[str]:
-  """The child's command line for one point."""
+def child_command(method: str, s: Size, config: Config, section: str = __name__,
+                  window_s: float = None) -> List[str]:
+  """The child's command line for one point (``section``: the module that builds it)."""
+  window_s = config.rnn_window_s if window_s is None else window_s
   return [sys.executable, "-m", CHILD_MODULE, method, *[str(v) for v in s],
-          "--window", repr(config.rnn_window_s), "--warmup", str(config.warmup),
-          "--seed", str(config.seed)]
+          "--window", repr(window_s), "--warmup", str(config.warmup),
+          "--seed", str(config.seed), "--section", section]
 
 
-def run_child(method: str, s: Size, config: Config) -> dict:
+def run_child(method: str, s: Size, config: Config, section: str = __name__,
+              window_s: float = None, timeout_s: float = None) -> dict:
   """One point in a fresh process; a failure or timeout is returned as ``{"skipped": why}``."""
+  timeout_s = config.rnn_timeout_s if timeout_s is None else timeout_s
   try:
-    proc = subprocess.run(child_command(method, s, config), capture_output=True, text=True,
-                          env=common.child_env(), timeout=config.rnn_timeout_s)
+    proc = subprocess.run(child_command(method, s, config, section, window_s),
+                          capture_output=True, text=True, env=common.child_env(),
+                          timeout=timeout_s)
   except subprocess.TimeoutExpired:
-    return {"method": method, "skipped": f"failed: over the {config.rnn_timeout_s:.0f} s "
-                                         "timeout"}
+    return {"method": method, "skipped": f"failed: over the {timeout_s:.0f} s timeout"}
   if proc.returncode != 0:
     return {"method": method, "skipped": f"failed (exit {proc.returncode}): "
                                          f"{' | '.join(proc.stderr.strip().splitlines()[-2:])}"}
@@ -197,11 +201,16 @@ def _spread(values) -> dict:
           "n": len(values)}
 
 
-def aggregate(records) -> dict:
-  """Each method's spread over rounds, the hand / autodiff ratio and the gradient check."""
+def aggregate(records, methods=METHODS, hand: str = HAND, autodiff: str = AUTODIFF,
+              rtol: float = GRAD_RTOL) -> dict:
+  """Each method's spread over rounds, the hand / autodiff ratio and the gradient check.
+
+  The methods and tolerance default to this section's; the transformer section
+  passes its own.
+  """
   out = {"methods": {}, "skipped": {}}
   per_round = {}
-  for m in METHODS:
+  for m in methods:
     ok = [r for r in records if r["method"] == m and "skipped" not in r]
     bad = [r["skipped"] for r in records if r["method"] == m and "skipped" in r]
     if bad:
@@ -222,23 +231,23 @@ def aggregate(records) -> dict:
     out["grad_check"] = {"max_rel_err": worst["check"]["max_rel_err"],
                          "per_param": worst["check"]["per_param"],
                          "max_loss_rel_diff": max(r["check"]["loss_rel_diff"] for r in checked),
-                         "rtol": GRAD_RTOL, "children": len(checked)}
-    out["grad_check"]["passed"] = bool(out["grad_check"]["max_rel_err"] <= GRAD_RTOL
-                                       and out["grad_check"]["max_loss_rel_diff"] <= GRAD_RTOL)
-  if HAND in per_round and AUTODIFF in per_round:
-    both = sorted(set(per_round[HAND]) & set(per_round[AUTODIFF]))
-    by_round = [per_round[HAND][r] / per_round[AUTODIFF][r] for r in both]
-    out["ratio"] = {"of_medians": out["methods"][HAND]["step_s"]["median"]
-                                  / out["methods"][AUTODIFF]["step_s"]["median"],
+                         "rtol": rtol, "children": len(checked)}
+    out["grad_check"]["passed"] = bool(out["grad_check"]["max_rel_err"] <= rtol
+                                       and out["grad_check"]["max_loss_rel_diff"] <= rtol)
+  if hand in per_round and autodiff in per_round:
+    both = sorted(set(per_round[hand]) & set(per_round[autodiff]))
+    by_round = [per_round[hand][r] / per_round[autodiff][r] for r in both]
+    out["ratio"] = {"of_medians": out["methods"][hand]["step_s"]["median"]
+                                  / out["methods"][autodiff]["step_s"]["median"],
                     "round_min": min(by_round) if by_round else None,
                     "round_max": max(by_round) if by_round else None,
                     "rounds_compared": len(by_round),
                     # Under load a call is only ever slowed down: the fastest call of all
                     # rounds is the least disturbed, a check on the ratio of medians.
-                    "of_best_steps": out["methods"][HAND]["best_step_s"]
-                                     / out["methods"][AUTODIFF]["best_step_s"],
-                    "of_cpu_medians": out["methods"][HAND]["cpu_s"]["median"]
-                                      / out["methods"][AUTODIFF]["cpu_s"]["median"]}
+                    "of_best_steps": out["methods"][hand]["best_step_s"]
+                                     / out["methods"][autodiff]["best_step_s"],
+                    "of_cpu_medians": out["methods"][hand]["cpu_s"]["median"]
+                                      / out["methods"][autodiff]["cpu_s"]["median"]}
   return out
 
 

@@ -24,6 +24,7 @@ package import.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import time
@@ -35,11 +36,16 @@ import benchmarks.timing as timing
 
 
 def measure(method: str, s: rnn_section.Size, window: float = 3.0, warmup: int = 2,
-            seed: int = 0) -> dict:
-  """One method: first-call time, a timed window, then the check against the other method."""
+            seed: int = 0, section=rnn_section) -> dict:
+  """One method: first-call time, a timed window, then the check against the other method.
+
+  ``section`` is the module that builds the problem (:mod:`benchmarks.rnn`, or
+  :mod:`benchmarks.transformer`): its ``problem``, ``program``, ``METHODS``,
+  ``step_flops`` and ``grad_difference``.
+  """
   out = {"method": method, "size": s._asdict(), "pid": os.getpid()}
-  rnn, params, x, y = rnn_section.problem(s, seed)
-  step_fn = rnn_section.program(method, rnn)
+  rnn, params, x, y = section.problem(s, seed)
+  step_fn = section.program(method, rnn)
   step = lambda: step_fn(params, x, y)
   t0 = time.perf_counter()
   loss, grads = jax.block_until_ready(step())
@@ -59,21 +65,25 @@ def measure(method: str, s: rnn_section.Size, window: float = 3.0, warmup: int =
   out.update(timing.time_window(cpu_timed, window))
   out["loadavg"] = [load_before, os.getloadavg()[0]]
   out["cpu"] = timing.summary(cpu)
-  flops = rnn_section.step_flops(s)
+  flops = section.step_flops(s)
   out.update(step_flops=flops, gflops=flops / out["median_s"] / 1e9,
              peak_rss=timing.peak_rss_bytes())
-  other = next(m for m in rnn_section.METHODS if m != method)
-  ref_loss, ref_grads = rnn_section.program(other, rnn)(params, x, y)
-  check = rnn_section.grad_difference(grads, ref_grads)
+  other = next(m for m in section.METHODS if m != method)
+  ref_loss, ref_grads = section.program(other, rnn)(params, x, y)
+  check = section.grad_difference(grads, ref_grads)
   check["loss_rel_diff"] = abs(float(loss) - float(ref_loss)) / abs(float(ref_loss))
   out.update(loss=float(loss), check=dict(check, against=other))
   return out
 
 
 def parse(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("method", choices=rnn_section.METHODS)
-  for field in rnn_section.Size._fields:
+  pre = argparse.ArgumentParser(add_help=False)
+  pre.add_argument("--section", default=rnn_section.__name__,
+                   choices=(rnn_section.__name__, "benchmarks.transformer"))
+  section = importlib.import_module(pre.parse_known_args(argv)[0].section)
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[pre])
+  parser.add_argument("method", choices=section.METHODS)
+  for field in section.Size._fields:
     parser.add_argument(field, type=int)
   parser.add_argument("--window", type=float, default=3.0, help="seconds of timed steps")
   parser.add_argument("--warmup", type=int, default=2, help="untimed calls after the first")
@@ -83,8 +93,9 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
   a = parse(argv)
-  size = rnn_section.Size(*(getattr(a, f) for f in rnn_section.Size._fields))
-  print(json.dumps(measure(a.method, size, a.window, a.warmup, a.seed)), flush=True)
+  section = importlib.import_module(a.section)
+  size = section.Size(*(getattr(a, f) for f in section.Size._fields))
+  print(json.dumps(measure(a.method, size, a.window, a.warmup, a.seed, section)), flush=True)
 
 
 if __name__ == "__main__":

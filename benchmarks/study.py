@@ -22,11 +22,13 @@ from benchmarks.profile import profile
 from benchmarks.rnn import rnn_section
 from benchmarks.sweep_grid import sweep
 from benchmarks.throughput import throughput
+from benchmarks.transformer import transformer_section
 
 SECTION_FUNCTIONS = {"processes": processes, "profile": profile, "monitor": monitor_overhead,
                      "throughput": throughput,
                      "compile": compile_times, "memory": peak_memory, "sweep": sweep,
-                     "per_example": per_example, "rnn": rnn_section}
+                     "per_example": per_example, "rnn": rnn_section,
+                     "transformer": transformer_section}
 
 
 def run(config: Config, out_dir) -> dict:
