@@ -26,7 +26,7 @@ ALLOWED = {
     "studies": {"core", "io", "theory", "measure", "train"},
 }
 # Imported inside functions on purpose: optional, or heavy to load.
-LAZY_OK = {"matplotlib", "torch", "tqdm", "tensorboardX", "sklearn", "threadpoolctl", "ctypes"}
+LAZY_OK = {"matplotlib", "torch", "tqdm", "tensorboardX", "sklearn", "threadpoolctl", "ctypes", "dks"}
 MAX_LINES = 400
 
 
