@@ -278,11 +278,12 @@ def train_one(config: Config, setting: str, depth: int, seed: int) -> dict:
 
 
 def keys(config: Config):
-  """One key per (setting, depth, seed): everything its numbers depend on."""
+  """One key per (setting, depth, seed): everything its numbers depend on. Seed by
+  seed, so that a run stopped early has every setting and depth for its first seeds."""
   common = {"study": "transformer_train", **{k: v for k, v in config.to_dict().items()
                                              if k not in ("settings", "depths", "seeds")}}
   return [dict(common, setting=s, depth=d, seed=seed)
-          for d in config.depths for s in config.settings for seed in config.seeds]
+          for seed in config.seeds for d in config.depths for s in config.settings]
 
 
 def summarise(key_list, records) -> list:
