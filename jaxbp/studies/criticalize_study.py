@@ -1,0 +1,305 @@
+"""Making deep nets' gradients flow at init: ``jaxbp.criticalize`` beside LSUV, DKS/TAT
+and mean-field theory, on seven models from three frameworks.
+
+For each model (:mod:`jaxbp.studies.criticalize_models`), method and seed:
+
+1. the init: ``default`` (the model's start), ``lsuv`` (``jaxbp.criticalize`` with
+   ``target="forward"``: unit forward variance per layer, Mishkin & Matas 2016),
+   ``criticalize`` (``target="gradient"``: per-layer backward gain 1), ``theory``
+   (mean-field critical, jaxbp's families only), ``dks`` and ``tat`` (the
+   ``dks`` package: a transformed activation with orthogonal weights,
+   :mod:`jaxbp.studies.criticalize_dks`; MLPs and CNNs only). LSUV and criticalize
+   rescale the default net of the same seed, on the first ``crit_batch``
+   training digits; their wall time (compilation included) is recorded;
+2. the gradient flow of the result by :func:`jaxbp.inspect` on that batch:
+   ``log_slope`` (d ln delta_sq / d layer), the spread ``max_l |ln delta_sq_l - mean|``
+   and q's range;
+3. training for ``steps`` steps of SGD with momentum (global-norm clipping, the
+   same for every method), then the test accuracy.
+
+Writes ``results.csv``/``.json`` (one row per model and method), ``runs.json``,
+``report.md``, ``profiles.png`` and ``accuracy.png``; every finished run is kept
+in ``store/`` and a rerun resumes. Runs in float64 (a default depth-100 net's
+``delta_sq`` spans more than float32's range).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Tuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxbp import io as _io
+from jaxbp.core import checks
+from jaxbp.measure.inspect import inspect
+import jaxbp.studies.cli as cli
+from jaxbp.studies import criticalize_dks as dks_
+from jaxbp.studies import criticalize_models as models
+from jaxbp.studies import criticalize_report as _report
+import jaxbp.studies.driver as driver
+from jaxbp.train import data as _data
+
+VERSION = 1
+METHODS = ("default", "lsuv", "criticalize", "theory", "dks", "tat")
+_W = "criticalize Config"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Checked on construction: a bad value is a ValueError naming the field.
+
+  Attributes:
+    models: names from :data:`jaxbp.studies.criticalize_models.MODELS`.
+    methods: names from :data:`METHODS`; each model runs those that apply to it.
+    width: hidden units of the MLPs and the RNN.
+    channels: channels of the CNNs.
+    mlp_depth, conv_depth, cnn_depth, eqx_depth: hidden layers of the jaxbp MLPs,
+      the jaxbp ConvNet, the flax CNN and the equinox MLP.
+    rnn_steps: the RNN's sequence length (at least 9: the 8 rows and a blank step).
+    sigma_b2: the bias variance of jaxbp's inits (and of tanh's critical point).
+    crit_batch: training digits that LSUV and criticalize measure on.
+    max_iters, tol: passed to ``jaxbp.criticalize``.
+    steps, batch_size, learning_rate, momentum, clip_norm: the training of every run.
+    seeds: one init and batch order per seed.
+  """
+  models: Tuple[str, ...] = models.MODELS
+  methods: Tuple[str, ...] = METHODS
+  width: int = 64
+  channels: int = 8
+  mlp_depth: int = 100
+  conv_depth: int = 50
+  cnn_depth: int = 20
+  eqx_depth: int = 50
+  rnn_steps: int = 200
+  sigma_b2: float = 1e-3
+  crit_batch: int = 128
+  max_iters: int = 20
+  tol: float = 0.01
+  steps: int = 400
+  batch_size: int = 32
+  learning_rate: float = 0.02
+  momentum: float = 0.9
+  clip_norm: float = 1.0
+  seeds: Tuple[int, ...] = (0, 1, 2)
+
+  def __post_init__(self):
+    set_ = lambda name, value: object.__setattr__(self, name, value)
+    for name, valid in (("models", models.MODELS), ("methods", METHODS)):
+      value = getattr(self, name)
+      if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{_W}: {name} must be a non-empty list of names from "
+                         f"{', '.join(valid)}, got {value!r}.")
+      for v in value:
+        checks.one_of(v, valid, name, _W)
+      set_(name, tuple(dict.fromkeys(value)))
+    for name in ("width", "channels", "mlp_depth", "conv_depth", "cnn_depth", "eqx_depth",
+                 "crit_batch", "max_iters", "steps", "batch_size"):
+      set_(name, checks.positive_int(getattr(self, name), name, _W))
+    set_("rnn_steps", checks.int_at_least(self.rnn_steps, models.ROWS + 1, "rnn_steps", _W))
+    set_("sigma_b2", checks.finite(self.sigma_b2, "sigma_b2", _W, low=0.0))
+    for name in ("tol", "learning_rate", "clip_norm"):
+      set_(name, checks.positive(getattr(self, name), name, _W))
+    momentum = checks.finite(self.momentum, "momentum", _W, low=0.0)
+    if momentum >= 1:
+      raise ValueError(f"{_W}: momentum must be a number in [0, 1), got {momentum!r}.")
+    set_("momentum", momentum)
+    if isinstance(self.seeds, (str, bytes)) or not isinstance(self.seeds, (list, tuple)) \
+        or not self.seeds:
+      raise ValueError(f"{_W}: seeds must be a non-empty list of ints >= 0, got {self.seeds!r}.")
+    set_("seeds", checks.int_tuple(self.seeds, "seeds", _W, low=0))
+
+  @classmethod
+  def quick(cls, **overrides) -> "Config":
+    """The small preset (about a minute): three shallow, narrow nets, one seed, 30 steps."""
+    return cls(**{"models": ("tanh_mlp_0.5", "eqx_mlp", "rnn"), "width": 16,
+                  "channels": 4, "mlp_depth": 8, "conv_depth": 4, "cnn_depth": 20,
+                  "eqx_depth": 4, "rnn_steps": 16, "crit_batch": 32, "steps": 30,
+                  "seeds": (0,), **overrides})
+
+  @classmethod
+  def from_dict(cls, config) -> "Config":
+    """From a mapping of field names; unknown keys are an error."""
+    return cli.from_dict(cls, config, _W)
+
+  def to_dict(self) -> dict:
+    return driver.config_dict(self)
+
+
+def applies(model: str, method: str) -> bool:
+  """Whether ``method`` applies to ``model`` (theory: jaxbp's families; DKS/TAT:
+  the chains of fresh weights, where the package defines the transform)."""
+  spec = models.SPECS[model]
+  if method == "theory":
+    return spec.theory is not None
+  if method in dks_.METHODS:
+    return any(m == method for m, _ in spec.transforms)
+  return True
+
+
+def _xent(logits, y):
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+
+def _bundle(config: Config, model: str, method: str):
+  """The net (its activation transformed for DKS/TAT), its loss and its compiled
+  inspect, training loop and evaluation; the methods that keep the model's own
+  activation share one."""
+  return _compiled(config, model, method if method in dks_.METHODS else None)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(config: Config, model: str, transform):
+  fn = None
+  if transform is not None:
+    name = dict(models.SPECS[model].transforms)[transform]
+    fn = dks_.transformed(name, transform, models.build(model, config).depth)
+  net = models.build(model, config, fn)
+
+  def loss_fn(params, x, y):
+    return _xent(net.apply(params, x), y)
+
+  tx = optax.chain(optax.clip_by_global_norm(config.clip_norm),
+                   optax.sgd(config.learning_rate, momentum=config.momentum))
+
+  @eqx.filter_jit
+  def train(params, x, y, key):
+    arrays, static = eqx.partition(params, eqx.is_inexact_array)
+    grad = jax.value_and_grad(lambda a, xb, yb: loss_fn(eqx.combine(a, static), xb, yb))
+
+    def step(carry, k):
+      a, state, ok = carry
+      i = jax.random.choice(k, x.shape[0], (config.batch_size,), replace=False)
+      value, g = grad(a, x[i], y[i])
+      updates, new_state = tx.update(g, state, a)
+      finite = ok & jnp.isfinite(value) & jnp.isfinite(optax.global_norm(g))
+      keep = lambda new, old: jax.tree_util.tree_map(
+          lambda n, o: jnp.where(finite, n, o), new, old)
+      return (keep(optax.apply_updates(a, updates), a), keep(new_state, state), finite), value
+    (arrays, _, ok), losses = jax.lax.scan(step, (arrays, tx.init(arrays), jnp.array(True)),
+                                           jax.random.split(key, config.steps))
+    return eqx.combine(arrays, static), losses, ok
+
+  @eqx.filter_jit
+  def evaluate(params, x, y):
+    logits = net.apply(params, x)
+    return _xent(logits, y), jnp.mean(jnp.argmax(logits, -1) == y)
+
+  return net, loss_fn, eqx.filter_jit(functools.partial(inspect, loss_fn)), train, evaluate
+
+
+@functools.lru_cache(maxsize=None)
+def _data_for(task: str, rnn_steps: int, normalised: bool):
+  d = _data.digits()
+  prep = lambda x: models.inputs(task, dks_.normalise(x) if normalised else x, rnn_steps)
+  return prep(d.x_train), jnp.asarray(d.y_train), prep(d.x_test), jnp.asarray(d.y_test)
+
+
+def flow(report) -> dict:
+  """A report's gradient flow: log_slope, the spread of ln delta_sq about its mean
+  (max over layers), q's range and the per-layer profiles."""
+  ln = np.log(np.asarray(report.delta_sq, float))
+  q = np.asarray(report.q, float)
+  spread = float(np.max(np.abs(ln - ln.mean()))) if np.all(np.isfinite(ln)) else float("inf")
+  return {"log_slope": float(report.log_slope), "spread": spread, "q_min": float(q.min()),
+          "q_max": float(q.max()), "layers": len(report), "ln_delta_sq": ln.tolist(),
+          "q": q.tolist()}
+
+
+def _criticalize(loss_fn, params, x, y, target, config):
+  from jaxbp.measure.criticalize import criticalize   # noqa: PLC0415 (landed separately)
+  return criticalize(loss_fn, params, x, y, target=target, max_iters=config.max_iters,
+                     tol=config.tol)
+
+
+def run_one(config: Config, model: str, method: str, seed: int) -> dict:
+  """One run: the init by ``method``, its gradient flow, training, test accuracy."""
+  net, loss_fn, inspect_fn, train, evaluate = _bundle(config, model, method)
+  x, y, x_test, y_test = _data_for(models.SPECS[model].task, config.rnn_steps,
+                                   method in dks_.METHODS)
+  xb, yb = x[:config.crit_batch], y[:config.crit_batch]
+  init_key, batch_key = jax.random.split(jax.random.PRNGKey(seed))
+  record = {"seconds_method": 0.0}
+  scheme = {"theory": "theory", "dks": "suo", "tat": "suo"}.get(method, "default")
+  params = net.init(init_key, scheme)
+  if method in ("lsuv", "criticalize"):
+    t0 = time.perf_counter()
+    params, info = _criticalize(loss_fn, params, xb, yb,
+                                "forward" if method == "lsuv" else "gradient", config)
+    jax.block_until_ready(params)
+    record["seconds_method"] = time.perf_counter() - t0
+    record["info"] = _info_summary(info)
+  record["flow"] = flow(inspect_fn(params, xb, yb))
+  t0, c0 = time.perf_counter(), time.process_time()
+  trained, losses, ok = train(params, x, y, batch_key)
+  jax.block_until_ready(trained)
+  record["seconds_train"] = time.perf_counter() - t0
+  record["cpu_seconds_train"] = time.process_time() - c0
+  (test_loss, test_acc), (_, train_acc) = (evaluate(trained, x_test, y_test),
+                                           evaluate(trained, x, y))
+  losses = np.asarray(losses, float)
+  record.update(test_accuracy=float(test_acc), train_accuracy=float(train_acc),
+                test_loss=float(test_loss), first_loss=float(losses[0]),
+                last_loss=float(np.mean(losses[-max(1, len(losses) // 10):])),
+                status="ok" if bool(ok) else "overflow")
+  return record
+
+
+def _info_summary(info) -> dict:
+  """What the store keeps of criticalize's info: the scales' range and any scalars."""
+  out = {}
+  items = info._asdict().items() if hasattr(info, "_asdict") else (
+      info.items() if isinstance(info, dict) else vars(info).items()
+      if hasattr(info, "__dict__") else ())
+  for k, v in items:
+    if k == "report":
+      continue
+    leaves = [np.asarray(a, float).ravel() for a in jax.tree_util.tree_leaves(v)
+              if isinstance(a, (jax.Array, np.ndarray, float, int)) and not isinstance(a, bool)]
+    if leaves:
+      flat = np.concatenate(leaves)
+      out[k] = float(flat[0]) if flat.size == 1 else [float(flat.min()), float(flat.max())]
+  return out
+
+
+def keys(config: Config):
+  """One key per (model, method, seed), the methods that apply only."""
+  common = {"study": "criticalize", "version": VERSION, "x64": bool(jax.config.jax_enable_x64),
+            **{k: v for k, v in config.to_dict().items() if k not in ("models", "methods",
+                                                                      "seeds")}}
+  return [dict(common, model=m, method=k, seed=s) for m in config.models
+          for k in config.methods if applies(m, k) for s in config.seeds]
+
+
+
+def run(config, out_dir) -> dict:
+  """Runs (or resumes) the study into ``out_dir``; returns ``{"rows", "report"}``."""
+  config = Config.from_dict(config)
+  if not jax.config.jax_enable_x64:
+    raise ValueError("criticalize study needs float64 (jax.config.update('jax_enable_x64', "
+                     "True)): a default depth-100 net's delta_sq underflows float32.")
+  session = driver.start(config, out_dir)
+  key_list = keys(config)
+
+  def compute(pending):
+    for k in pending:
+      yield k, run_one(config, k["model"], k["method"], k["seed"])
+
+  records = driver.resume(session, key_list, compute, desc="criticalize")
+  rows = _report.summarise(key_list, records)
+  driver.write_table(session, "results", rows)
+  driver.write_table(session, "runs", [
+      {**{f: k[f] for f in ("model", "method", "seed")},
+       **{f: v for f, v in r.items() if f != "flow"},
+       **{f: v for f, v in r["flow"].items() if f not in ("ln_delta_sq", "q")}}
+      for k, r in zip(key_list, records)])
+  _report.plot_profiles(key_list, records, session.path("profiles.png"))
+  _report.plot_accuracy(key_list, records, session.path("accuracy.png"))
+  text = _report.report(config, rows)
+  driver.finish(session, text)
+  return {"rows": rows, "report": text}
