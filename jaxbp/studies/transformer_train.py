@@ -171,6 +171,7 @@ def deepnet_beta(n: int) -> float:
 # -- the task ------------------------------------------------------------------
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def reversal(key, n: int, length: int, vocab: int):
   """``n`` sequences ``x`` of ``length`` uniform tokens in ``[0, vocab)`` and their
   targets ``y[:, i] = x[:, length - 1 - i]``."""
@@ -295,7 +296,7 @@ def summarise(key_list, records) -> list:
   for (depth, setting), recs in groups.items():
     row = {"depth": depth, "setting": setting, "seeds": len(recs)}
     for name in ("test_accuracy", "final_train_loss", "cpu_seconds"):
-      # A NaN loss sorts last; the range then shows it.
+      # A non-finite run (NaN) makes the median and max NaN, so the table shows it.
       v = np.array([np.nan if r[name] is None else r[name] for r in recs], dtype=float)
       row.update({f"{name}_median": float(np.median(v)), f"{name}_min": float(np.nanmin(v))
                   if np.any(np.isfinite(v)) else math.nan, f"{name}_max": float(np.max(v))})
