@@ -23,11 +23,9 @@ the token-mean softmax cross-entropy. A *setting* is one of :data:`SETTINGS`:
   by ``b = (8N)^(-1/4)``, N the number of blocks (Wang et al. 2022's encoder
   values).
 
-Per run: the held-out token accuracy and loss, the final train loss (the mean
-batch loss over the last ``tail`` steps), the status (``"ok"``; ``"nonfinite"``;
-``"stuck"``: final train loss within 5% of ``ln vocab``) and the process CPU
-seconds. The curve of batch losses (means over ``curve_every`` steps) is kept for
-the figure.
+Per run: held-out token accuracy and loss, the final train loss (mean batch loss
+over the last ``tail`` steps), the status (``"ok"``, ``"nonfinite"``, or ``"stuck"``
+within 5% of ``ln vocab``), process CPU seconds, the loss curve for the figure.
 
 >>> rows = run(Config.quick(), "/tmp/tt")   # doctest: +SKIP
 """
@@ -46,7 +44,7 @@ import optax
 
 from jaxbp import io as _io
 from jaxbp.core import checks
-from jaxbp.core.transformer import Transformer
+from jaxbp.core.transformer import Block, Transformer
 import jaxbp.studies.cli as cli
 import jaxbp.studies.driver as driver
 
@@ -186,6 +184,7 @@ def data_keys(config: Config):
 
 
 def test_set(config: Config):
+  """The fixed held-out ``(x, y)``."""
   return reversal(data_keys(config)[1], config.test_size, config.length, config.vocab)
 
 
@@ -199,14 +198,10 @@ def init_params(config: Config, setting: str, depth: int, key) -> tuple:
   if setting != "deepnet":
     return params
   b = deepnet_beta(depth)
-  scaled = []
-  for entry in params:
-    if hasattr(entry, "attn") and hasattr(entry, "ffn1"):   # a (stacked) Block
-      attn = entry.attn._replace(Wv=entry.attn.Wv * b, Wo=entry.attn.Wo * b)
-      entry = entry._replace(attn=attn, ffn1=entry.ffn1._replace(W=entry.ffn1.W * b),
-                             ffn2=entry.ffn2._replace(W=entry.ffn2.W * b))
-    scaled.append(entry)
-  return tuple(scaled)
+  scale = lambda e: e._replace(attn=e.attn._replace(Wv=e.attn.Wv * b, Wo=e.attn.Wo * b),
+                               ffn1=e.ffn1._replace(W=e.ffn1.W * b),
+                               ffn2=e.ffn2._replace(W=e.ffn2.W * b))
+  return tuple(scale(e) if isinstance(e, Block) else e for e in params)
 
 
 def token_loss(net, params, x, y):
@@ -337,13 +332,13 @@ def report(config: Config, rows) -> str:
            f"'diverged': non-finite, or a final train loss (mean of the last {config.tail} "
            f"batches) above {STUCK:g} ln {config.vocab} = {STUCK * ln_v:.3f} (ln {config.vocab} "
            f"= {ln_v:.3f} is chance). CPU seconds are the process's, compile included.", "",
-           table(rows), "", verdict(rows).replace("{steps}", str(config.steps)), "",
+           table(rows), "", verdict(rows, config.steps), "",
            "Figure: `curves.png` (batch loss, means over "
            f"{config.curve_every} steps); every run: `runs.json`.", ""]
   return "\n".join(lines)
 
 
-def verdict(rows) -> str:
+def verdict(rows, steps: int) -> str:
   """Per depth, each anchor's claim against the medians over seeds: post-LN
   without warm-up *fails* when most of its runs diverged; a setting *solves* the
   task at test accuracy >= SOLVED, and *helps* when its final train loss is below
@@ -354,11 +349,9 @@ def verdict(rows) -> str:
   out = []
   for depth in sorted({r["depth"] for r in rows}):
     have = [s for s in SETTINGS if (depth, s) in by]
-    out.append(f"- Depth {depth}: " + "; ".join(
-        f"{LABELS[s]}: accuracy {acc(depth, s):.2f}, loss {loss(depth, s):.2f}, "
-        f"{by[(depth, s)]['diverged']}/{by[(depth, s)]['seeds']} diverged" for s in have) + ".")
     if "post" not in have:
       continue
+    out.append(f"- Depth {depth}:")
     others = [s for s in have if s != "post"]
     post = by[(depth, "post")]
     if post["diverged"] * 2 > post["seeds"]:
@@ -378,7 +371,7 @@ def verdict(rows) -> str:
         what = "shown (solves the task)"
       elif loss(depth, s) < loss(depth, "post") - 0.05:
         what = (f"partly: it helps (loss {loss(depth, s):.2f} against "
-                f"{loss(depth, 'post'):.2f}) but does not solve the task in {{steps}} steps")
+                f"{loss(depth, 'post'):.2f}) but does not solve the task in {steps} steps")
       else:
         what = "not shown"
       out.append(f"  {claim}: {what}.")
