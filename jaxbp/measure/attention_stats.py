@@ -26,6 +26,7 @@ values it marked with :func:`jaxbp.tap` (the jaxpr interpreter that
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -53,6 +54,9 @@ def _square_last(P, where: str):
   return P
 
 
+# The statistics are jitted: called eagerly, each is one compiled program rather than
+# a dozen op-by-op dispatches; under an outer jit they inline.
+@jax.jit
 def token_cosine(h) -> jax.Array:
   """The mean cosine similarity between distinct tokens: ``(..., T, d) -> (...)``.
 
@@ -80,6 +84,7 @@ def token_cosine(h) -> jax.Array:
   return (total - own) / (T * (T - 1))
 
 
+@jax.jit
 def attention_entropy(P) -> jax.Array:
   """The mean row entropy of attention probabilities, in nats: ``(..., T, T) -> (...)``.
 
@@ -95,13 +100,14 @@ def attention_entropy(P) -> jax.Array:
   return -jnp.mean(jnp.sum(plogp, axis=-1), axis=-1)
 
 
+@functools.partial(jax.jit, static_argnames="k")
 def top_singular_values(P, k: int = 2) -> jax.Array:
   """The ``k`` largest singular values of every ``T x T`` matrix, largest first:
   ``(..., T, T) -> (..., k)``.
 
   On attention probabilities ``(batch, heads, T, T)``, ``s[..., 0] - s[..., 1]``
   is the spectral gap (Naderi et al. 2024). A row-stochastic matrix has ``s_0 >=
-  1``; uniform attention is rank one (``s_0 = sqrt(T)``, ``s_1 = 0``).
+  1``; uniform attention ``P = 1/T`` is rank one (``s_0 = 1``, ``s_1 = 0``).
   """
   P = _square_last(P, "top_singular_values")
   if not (isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= P.shape[-1]):
@@ -125,6 +131,7 @@ def _frobenius(a, lead: int):
   return jnp.sqrt(jnp.sum(jnp.square(a), axis=tuple(range(lead, a.ndim))))
 
 
+@jax.jit
 def attention_grad_norms(grads) -> AttentionGradNorms:
   """``|dL/dWq|, |dL/dWk|, |dL/dWv|, |dL/dWo|`` per block of a :class:`jaxbp.Transformer`.
 
