@@ -47,6 +47,13 @@ from jaxbp.measure import diagnostics
 from jaxbp.measure.inspect import inspect
 from jaxbp.measure.inspect import inspect_with_grads
 from jaxbp.measure.inspect import tap
+from jaxbp.measure.attention_stats import attention_entropy
+from jaxbp.measure.attention_stats import attention_grad_norms
+from jaxbp.measure.attention_stats import grad_norms
+from jaxbp.measure.attention_stats import tapped
+from jaxbp.measure.attention_stats import token_cosine
+from jaxbp.measure.attention_stats import top_singular_values
+from jaxbp.measure.attention_stats import transformer_states
 from jaxbp.measure.monitor import monitor
 from jaxbp.measure.report import LayerReport
 from jaxbp.theory import meanfield
@@ -136,6 +143,13 @@ __all__ = (
     "optimizer",
     "studies",
     "tap",
+    "tapped",
+    "token_cosine",
+    "attention_entropy",
+    "top_singular_values",
+    "attention_grad_norms",
+    "grad_norms",
+    "transformer_states",
     "training",
     "objective",
     "fit",
