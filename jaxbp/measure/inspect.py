@@ -167,7 +167,11 @@ def inspect_with_grads(loss_fn: Callable[..., Any], params, *args, has_aux: bool
     closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(
         [spec(a) for a in w0], [spec(a) for a in x0])
   except (TypeError, ValueError) as err:
-    raise type(err)(
+    # JAX's own errors (a tracer used as a bool, say) take a tracer, not a message, in
+    # their constructors: re-raise those as the builtin class they derive from.
+    cls = type(err) if type(err) in (TypeError, ValueError) else (
+        TypeError if isinstance(err, TypeError) else ValueError)
+    raise cls(
         f"jaxbp.inspect: loss_fn(params, *args) could not be traced. Check that the args "
         f"have the shapes and dtypes the model expects; got args {_shapes(args)}.\n"
         f"The error from tracing: {err}") from err

@@ -267,3 +267,14 @@ def test_remat_and_nested_scans_of_a_stacked_mlp(remat):
   report = inspect(lambda p, x, y: MSE(net.apply(p, x), y), params, x, y)
   assert len(report) == 8
   _against_backprop(net, params, x, y, report)
+
+
+def test_a_jax_tracer_error_keeps_its_message():
+  # A tracer used as a Python bool raises a JAX error whose constructor takes a
+  # tracer: inspect must still say what failed, not crash building its message.
+  def loss_fn(params, x):
+    if jnp.sum(x) > 0:
+      return jnp.sum((x @ params["w"]) ** 2)
+    return jnp.sum(x)
+  with pytest.raises(TypeError, match="could not be traced.*(?s:.*)Tracer"):
+    inspect(loss_fn, {"w": jnp.ones((3, 2))}, jnp.ones((4, 3)))
