@@ -1,0 +1,257 @@
+"""Critical initialisation for any JAX model: ``criticalize(loss_fn, params, *args)``.
+
+:func:`jaxbp.inspect` says where a model's gradients vanish or explode;
+:func:`criticalize` rescales its weights until they do neither. Every layer that
+inspect finds (a matmul or convolution between a weight from the params and the
+data) gets one scalar ``s_l`` on the weight leaf that feeds it
+(:mod:`jaxbp.measure.weight_map`): a stacked ``(L, ...)`` leaf scanned by
+``lax.scan`` gets one scalar per slice ``W[t]``, a leaf shared by several layers
+(an RNN's recurrent weight, used at every step) one scalar for all of them.
+
+``target="gradient"``: with the row-vector recursion
+``delta_{l-1} = (delta_l W_l^T) * phi'(z_{l-1})`` the backward gain of layer l,
+``delta_sq[l-1] / delta_sq[l]``, is ``s_l^2`` times a factor that depends on
+the layers before l only (in mean-field theory ``sigma_w^2 E[phi'(z)^2]``,
+chi_1). Each iteration measures every gain with one :func:`inspect` pass and
+moves ``ln s_l^2`` by ``-ln gain_l`` (exact for that layer alone), accelerated
+by Anderson mixing over the last few iterations, since changing a layer's
+scale also moves the q, and so the phi', of the layers after it. A shared
+weight's step is its layers' mean ``-ln gain``. The first layer has no gain
+(nothing below it carries a delta); it only sets the level of q.
+
+The q band: the first layers are scaled into ``q`` in :data:`Q_START` =
+[0.01, 1], the range of a unit-variance (LSUV) layer and below: at ``q <= 1``
+tanh is not saturated (``E[tanh'(z)^2] >= 0.46``), and ``q >= 0.01`` keeps the
+signal well above round-off and a typical bias. The gain steps never move a
+later layer's q further out of :data:`Q_GUARD` = [1e-4, 100], a guard against
+blow-up and underflow; gain 1 alone rarely leaves it, because a saturating phi
+has ``E[phi^2] / E[phi'^2] <= q`` (tanh's q then decays slowly with depth), and
+a ReLU chain at gain 1 keeps its q. A layer the guard holds back is reported as
+not reaching its target.
+
+``target="forward"`` is LSUV (Mishkin & Matas 2016): every layer's ``q = 1``
+(their unit output variance of the pre-activation). LSUV scales one layer at a
+time, in data order, a forward pass per step; here every layer moves at once
+by ``-ln q_l + 0.5 ln q_{l-1}`` (between a chain, where fixing layer l-1 fixes
+l too, and independent layers), with the same Anderson mixing: the same fixed
+point, in far fewer passes.
+
+References:
+  Mishkin & Matas 2016, "All you need is a good init" (LSUV).
+  Schoenholz et al. 2017, "Deep information propagation" (chi_1 = 1).
+  Walker & Ni 2011, "Anderson acceleration for fixed-point iterations".
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxbp.measure.weight_map as weight_map
+from jaxbp.core import checks
+from jaxbp.measure.inspect import _is_float, inspect
+from jaxbp.measure.report import LayerReport
+from jaxbp.measure.sites import LAYER_PRIMITIVES
+
+TARGETS = ("gradient", "forward")
+Q_START = (1e-2, 1.0)   # q of the first layers (no gain to set them)
+Q_GUARD = (1e-4, 1e2)   # q no gain step pushes a later layer beyond
+MEMORY = 5              # Anderson mixing: iterations remembered
+MAX_STEP = 4.0          # most a step moves ln s^2 (a factor e^2 on s)
+_WHERE = "jaxbp.criticalize"
+
+
+class Criticalized(NamedTuple):
+  """What :func:`criticalize` did, beside the new params.
+
+  Attributes:
+    report: the :class:`~jaxbp.measure.report.LayerReport` of the new params.
+    before: the report of the params as given.
+    scales: ``(L,)`` per report row, the factor its weight was multiplied by
+      (the same for rows that share a weight); nan for a row with no weight of
+      its own (a tap, a norm row, a weight built from several leaves).
+    reached: ``(L,)`` bool, whether the row met its target to ``tol``: its gain
+      ``|ln(delta_sq[l-1] / delta_sq[l])| <= tol`` (a first layer: q in the start
+      band), or for ``"forward"`` ``|ln q| <= tol``. True for rows without a scale.
+    iters: the number of updates made (at most ``max_iters``).
+    converged: every row reached its target.
+  """
+  report: LayerReport
+  before: LayerReport
+  scales: jax.Array
+  reached: jax.Array
+  iters: jax.Array
+  converged: jax.Array
+
+
+def _segment_mean(values, weights, ids, n):
+  total = jax.ops.segment_sum(jnp.where(weights, values, 0.0), ids, n)
+  count = jax.ops.segment_sum(weights.astype(values.dtype), ids, n)
+  return total / jnp.maximum(count, 1), count > 0
+
+
+def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradient",
+                max_iters: int = 20, tol: float = 0.01):
+  """Rescales each layer's weight so that gradients neither vanish nor explode.
+
+  Args:
+    loss_fn: pure ``(params, *args) -> scalar``, as for :func:`jaxbp.inspect`.
+    params: any pytree (plain dicts, flax variables, ``nnx.split(model)[1]``, an
+      equinox module, haiku params).
+    *args: the batch; the result is deterministic given it.
+    target: ``"gradient"``, every layer's backward gain
+      ``delta_sq[l-1] / delta_sq[l]`` 1 with q kept in a band, or ``"forward"``,
+      LSUV's unit ``q`` per layer (see the module docstring).
+    max_iters: the most updates (one :func:`inspect` pass each).
+    tol: the target is met where ``|ln gain| <= tol`` (``|ln q|`` for "forward")
+      at every layer; the loop stops there.
+
+  Returns:
+    ``(new_params, info)``: ``new_params`` has the structure, dtypes and shapes of
+    ``params``, each weight leaf multiplied by its layers' scales (other leaves as
+    given); ``info`` is a :class:`Criticalized`, whose ``report`` is the
+    :class:`LayerReport` after the change and ``scales`` the factors applied.
+
+  It jits (``jax.jit(lambda p, x, y: criticalize(loss_fn, p, x, y))``): the
+  iterations run in one ``lax.while_loop``. Run eagerly it warns, naming the
+  layers, where some cannot reach the target (a dead ReLU layer: no gradient
+  reaches it); under ``jit`` read ``info.reached`` instead.
+
+  Raises:
+    ValueError: no layer found, or none with a weight that is one param leaf;
+      a bad ``target``, ``max_iters`` or ``tol``.
+
+  >>> import jax, jax.numpy as jnp, jaxbp
+  >>> net = jaxbp.MLP(sizes=(8,) * 6 + (2,), activation="tanh")
+  >>> params = net.init(jax.random.PRNGKey(0), init=jaxbp.initializers.gaussian(4.0))
+  >>> x = jax.random.normal(jax.random.PRNGKey(1), (32, 8))
+  >>> loss = lambda p, x: jnp.mean(net.apply(p, x) ** 2)
+  >>> new, info = jaxbp.criticalize(loss, params, x)
+  >>> bool(abs(info.report.log_slope) < 0.01)
+  True
+  """
+  checks.one_of(target, TARGETS, "target", _WHERE)
+  max_iters = checks.positive_int(max_iters, "max_iters", _WHERE)
+  tol = checks.positive(tol, "tol", _WHERE)
+  lay = weight_map.layout(loss_fn, params, args, _WHERE)
+  G = len(lay.groups)
+  loose = [n for n, k, g in zip(lay.names, lay.kinds, lay.row_group)
+           if g < 0 and k in LAYER_PRIMITIVES]
+  if G == 0:
+    raise ValueError(
+        f"{_WHERE}: none of the {len(lay.names)} layer(s) found has a weight that is one "
+        f"param leaf (or a slice of one) to rescale: {list(lay.names)[:5]}. A weight built "
+        "from several leaves, or carried through a loop, has no single scale.")
+  if loose:
+    warnings.warn(f"{_WHERE}: {len(loose)} layer(s) have a weight that is not one param "
+                  f"leaf and keep it as it is: {loose[:5]}.", stacklevel=2)
+
+  has_pairs = np.zeros(G, bool)
+  has_pairs[lay.pair_group] = True
+  lo = jnp.asarray(np.log(np.where(has_pairs, Q_GUARD[0], Q_START[0])))
+  hi = jnp.asarray(np.log(np.where(has_pairs, Q_GUARD[1], Q_START[1])))
+  rg = jnp.asarray(np.where(lay.row_group >= 0, lay.row_group, G))
+  # "forward": a one-layer group whose previous row has a scale of its own.
+  chained = np.zeros(G, bool)
+  prev_of = np.zeros(G, np.int32)
+  for p, g in zip(lay.pair_prev, lay.pair_group):
+    if np.sum(lay.row_group == g) == 1 and lay.row_group[p] >= 0:
+      chained[g], prev_of[g] = True, p
+
+  def residual(rep):
+    # The step towards the target per group (0 there) and how far each group is
+    # from it (inf where it cannot be measured: no delta, or q = 0).
+    taken = jnp.ones(len(lay.names), bool) if rep.taken is None else rep.taken
+    q_g, _ = _segment_mean(rep.q, taken, rg, G + 1)
+    lq = jnp.log(q_g[:G])
+    if target == "gradient":
+      ld = jnp.log(rep.delta_sq)
+      both = taken[lay.pair_prev] & taken[lay.pair_row]
+      lg, measured = _segment_mean(ld[lay.pair_prev] - ld[lay.pair_row], both, lay.pair_group, G)
+      ok = measured & jnp.isfinite(lg)
+      # A gain that under- or overflowed (delta_sq 0 or inf on both sides, deep in a
+      # vanishing net) moves with the median of those measured until it is measured.
+      fill = jnp.nanmedian(jnp.where(ok, lg, jnp.nan))
+      move = jnp.where(ok, -lg, jnp.where(measured & jnp.isfinite(fill), -fill, 0.0))
+      lq = jnp.where(jnp.isnan(lq), 0.0, jnp.clip(lq, -80.0, 80.0))
+      start = jnp.clip(lq, lo, hi) - lq
+      move = jnp.where(has_pairs, move, start)
+      move = jnp.where(has_pairs & (lq < lo), jnp.maximum(move, 0.0), move)
+      move = jnp.where(has_pairs & (lq > hi), jnp.minimum(move, 0.0), move)
+      miss = jnp.where(has_pairs, jnp.where(measured, jnp.abs(lg), 0.0), jnp.abs(start))
+    else:
+      move = -lq + jnp.where(chained, 0.5 * jnp.log(rep.q)[prev_of], 0.0)
+      miss = jnp.abs(lq)
+    move = jnp.where(jnp.isfinite(move), move, 0.0)
+    return move, jnp.where(jnp.isnan(miss), jnp.inf, miss)
+
+  floats = [leaf for leaf in jax.tree_util.tree_leaves(params) if _is_float(leaf)]
+  dtype = jnp.promote_types(jnp.result_type(*floats), jnp.float32)
+
+  def measure(a):
+    rep = inspect(loss_fn, weight_map.apply(lay, params, a), *args)
+    if rep.names != lay.names:
+      raise AssertionError(f"{_WHERE}: the layers found differ from inspect's rows: "
+                           f"{lay.names[:3]}... vs {rep.names[:3]}...")
+    return rep
+
+  def body(state):
+    # Measure at a; stop there if the target is met or the steps are spent, else
+    # take one Anderson-mixed step: a + f minus the part of it that the last
+    # MEMORY steps' changes of f explain (least squares).
+    a, before, _, it, _, dX, dF, a_prev, f_prev = state
+    rep = measure(a)
+    before = jax.tree_util.tree_map(lambda new, old: jnp.where(it == 0, new, old), rep, before)
+    f, miss = residual(rep)
+    done = (jnp.max(miss) <= tol) | (it >= max_iters)
+    slot = it % MEMORY
+    dX = dX.at[slot].set(jnp.where(it > 0, a - a_prev, 0.0))
+    dF = dF.at[slot].set(jnp.where(it > 0, f - f_prev, 0.0))
+    gram = dF @ dF.T
+    gram = gram + (1e-10 * jnp.trace(gram) + 1e-30) * jnp.eye(MEMORY, dtype=dtype)
+    gamma = jnp.linalg.solve(gram, dF @ f)
+    step = jnp.clip(f - (dX + dF).T @ gamma, -MAX_STEP, MAX_STEP)
+    a_next = jnp.where(done, a, a + jnp.where(jnp.isfinite(step), step, 0.0))
+    return a_next, before, rep, it + jnp.where(done, 0, 1), (done, miss), dX, dF, a, f
+
+  a0 = jnp.zeros((G,), dtype)
+  shape = jax.eval_shape(measure, a0)
+  blank = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
+  hist = jnp.zeros((MEMORY, G), dtype)
+  state = (a0, blank, blank, jnp.asarray(0), (jnp.asarray(False), jnp.zeros((G,), dtype)),
+           hist, hist, a0, a0)
+  a, before, rep, iters, (_, miss) = jax.lax.while_loop(
+      lambda s: ~s[4][0], body, state)[:5]
+  group_reached = jnp.concatenate([miss <= tol, jnp.ones((1,), bool)])
+  scales = jnp.exp(0.5 * jnp.concatenate([a, jnp.full((1,), jnp.nan, dtype)]))[rg]
+  info = Criticalized(rep, before, scales, group_reached[rg], iters, jnp.all(miss <= tol))
+  _warn(lay, info, target, max_iters)
+  return weight_map.apply(lay, params, a), info
+
+
+def _warn(lay, info: Criticalized, target: str, max_iters: int) -> None:
+  # Only on concrete results: under jit the caller reads info.reached.
+  if isinstance(info.reached, jax.core.Tracer):
+    return
+  reached = np.asarray(info.reached)
+  delta_sq, q = np.asarray(info.report.delta_sq), np.asarray(info.report.q)
+  missed = np.flatnonzero(~reached)
+  if not len(missed):
+    return
+  reasons = []
+  for r in missed[:8]:
+    if target == "gradient" and not delta_sq[r] > 0:
+      why = "no gradient reaches it (delta_sq 0: a dead ReLU layer, or unused by the loss)"
+    elif target == "forward" and not q[r] > 0:
+      why = "its output is 0 (q 0)"
+    elif not Q_GUARD[0] <= q[r] <= Q_GUARD[1]:
+      why = f"q {q[r]:.3g} is outside the band {Q_GUARD} that gain 1 would leave"
+    else:
+      why = f"not within tol after {max_iters} iterations (raise max_iters)"
+    reasons.append(f"{lay.names[r]}: {why}")
+  more = f" and {len(missed) - 8} more" if len(missed) > 8 else ""
+  warnings.warn(f"{_WHERE}: {len(missed)} layer(s) did not reach the {target} target: "
+                + "; ".join(reasons) + more + ".", stacklevel=3)
