@@ -44,6 +44,7 @@ from jaxbp.core.transformer import LayerNorm
 from jaxbp.core.transformer import Transformer
 from jaxbp.core.transformer import projection_deltas
 from jaxbp.measure import diagnostics
+from jaxbp.measure.criticalize import criticalize
 from jaxbp.measure.inspect import inspect
 from jaxbp.measure.inspect import inspect_with_grads
 from jaxbp.measure.inspect import tap
@@ -135,6 +136,7 @@ __all__ = (
     "initializers",
     "inspect",
     "inspect_with_grads",
+    "criticalize",
     "io",
     "landscapes",
     "losses",
