@@ -94,8 +94,9 @@ def transformed(name: str, method: str, depth: int) -> Callable:
 
 def suo(key, tree, axis: int = -1):
   """``tree`` with its weights redrawn by dks's scaled uniform orthogonal law
-  (delta-orthogonal for convolution kernels, every leaf of 3+ axes) and every
-  other float leaf (biases) zeroed. ``axis`` is the weights' output axis (-1 for
+  (delta-orthogonal for convolution kernels: leaves of 3 or 4 axes, and of 5 axes
+  for a stack of 2-D kernels, each drawn apart) and every other float leaf
+  (biases) zeroed. ``axis`` is the weights' output axis (-1 for
   ``(in, out)`` and ``(kh, kw, in, out)``; 0 for equinox's ``(out, in)``)."""
   _, sampling = _import_dks()
   leaves, treedef = jax.tree_util.tree_flatten(tree)
@@ -106,11 +107,15 @@ def suo(key, tree, axis: int = -1):
     if not (isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.floating)):
       out.append(leaf)
     elif leaf.ndim >= 2:
+      draw = functools.partial(sampling.scaled_uniform_orthogonal, axis=axis if leaf.ndim == 2
+                               else -1, delta=leaf.ndim > 2, dtype=leaf.dtype)
       # dks broadcasts (n, m) * (m,) implicitly, which rank_promotion="raise" refuses.
       with jax.numpy_rank_promotion("allow"):
-        out.append(sampling.scaled_uniform_orthogonal(
-            k, leaf.shape, axis=axis if leaf.ndim == 2 else -1, delta=leaf.ndim > 2,
-            dtype=leaf.dtype))
+        if leaf.ndim == 5:   # a stack of 2-D kernels (lax.scan's layers): one draw each
+          out.append(jnp.stack([draw(kk, leaf.shape[1:])
+                                for kk in jax.random.split(k, leaf.shape[0])]))
+        else:
+          out.append(draw(k, leaf.shape))
     else:
       out.append(jnp.zeros_like(leaf))
   return jax.tree_util.tree_unflatten(treedef, out)

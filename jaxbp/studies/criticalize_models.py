@@ -10,6 +10,7 @@ tanh_mlp_0.5     jaxbp.MLP, ``mlp_depth`` tanh layers                      N(0, 
 tanh_mlp_4       the same                                                  N(0, 4/n)
 relu_mlp         jaxbp.MLP, ``mlp_depth`` relu layers                      LeCun
 tanh_convnet     jaxbp.ConvNet, ``conv_depth`` 3x3 tanh convolutions       N(0, 0.5/fan_in)
+                 (the hidden ones stacked, one leaf run by ``lax.scan``)
 flax_cnn         flax.linen, ``cnn_depth`` 3x3 relu convolutions           flax's own
 eqx_mlp          equinox.nn.MLP, ``eqx_depth`` gelu layers                 equinox's own
 rnn              jaxbp.RNN (tanh), the digit's 8 rows, then blank steps    jaxbp's (He)
@@ -148,7 +149,7 @@ def _convnet(name, config, fn):
   depth, c = config.conv_depth, config.channels
   net = ConvNet(channels=(1,) + (c,) * depth, kernel_size=3,
                 activation=_jaxbp_activation("tanh", fn), padding="same", ndim=2,
-                outputs=CLASSES, readout="flatten", spatial=ROWS)
+                outputs=CLASSES, readout="flatten", spatial=ROWS, stack=True)
   critical = float(meanfield.critical_sigma_w2("tanh", config.sigma_b2))
 
   def init(key, scheme):

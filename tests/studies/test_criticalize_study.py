@@ -87,7 +87,7 @@ def test_tat_leaky_relu_has_unit_q_and_the_configured_c0():
 
 def test_suo_draws_orthogonal_weights_and_zero_biases():
   tree = {"W": jnp.ones((32, 8)), "b": jnp.ones(8), "K": jnp.ones((3, 3, 4, 4)),
-          "E": jnp.ones((8, 32)), "n": 3}
+          "E": jnp.ones((8, 32)), "S": jnp.ones((2, 3, 3, 4, 4)), "n": 3}
   p = dks_.suo(jax.random.PRNGKey(0), tree)
   np.testing.assert_allclose(p["W"].T @ p["W"], np.eye(8), atol=1e-5)   # columns orthonormal
   # Fan-out above fan-in: rows orthonormal, scaled by sqrt(out/in) to keep q.
@@ -96,6 +96,10 @@ def test_suo_draws_orthogonal_weights_and_zero_biases():
   np.testing.assert_allclose(centre.T @ centre, np.eye(4), atol=1e-5)
   assert float(jnp.abs(p["K"]).sum() - jnp.abs(centre).sum()) == 0   # delta: centre tap only
   assert not np.any(p["b"]) and p["n"] == 3
+  for slab in p["S"]:   # a stack of kernels: each its own delta-orthogonal draw
+    np.testing.assert_allclose(slab[1, 1].T @ slab[1, 1], np.eye(4), atol=1e-5)
+    assert float(jnp.abs(slab).sum() - jnp.abs(slab[1, 1]).sum()) == 0
+  assert not np.allclose(p["S"][0], p["S"][1])
 
 
 def test_normalise_gives_unit_mean_square_per_example():
