@@ -104,6 +104,7 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxbp.core import activations as _activations
 from jaxbp.core import checks as _checks
@@ -188,7 +189,8 @@ def _pair_moments(act, K):
     return (ss * (jnp.sin(theta) + (math.pi - theta) * c) / (2 * math.pi),
             (math.pi - theta) / (2 * math.pi))
   z, w = _quadrature.rule(_PAIR_POINTS, K.dtype)
-  z1, z2, ww = z[:, None], z[None, :], w[:, None] * w[None, :]
+  z1, z2 = z.reshape(1, 1, -1, 1), z.reshape(1, 1, 1, -1)
+  ww = (w[:, None] * w[None, :])[None, None]
   u1 = s[:, None, None, None] * z1
   u2 = s[None, :, None, None] * (c[..., None, None] * z1
                                  + jnp.sqrt(1.0 - c * c)[..., None, None] * z2)
@@ -285,7 +287,7 @@ def check_options(where, kernel, norm, activation, residual_scale, skip_scale, c
     raise ValueError(f"{where}: kernel must be a (T, T) token kernel with T >= 2, got shape "
                      f"{K.shape}.")
   # Uniform attention needs no draws: a concrete logit_std of 0 skips the Monte Carlo.
-  uniform = not isinstance(logit_std, jax.core.Tracer) and not jnp.any(jnp.asarray(logit_std))
+  uniform = not isinstance(logit_std, jax.core.Tracer) and not np.any(np.asarray(logit_std))
   return act, causal, head_dim, 0 if uniform else samples, int(key), K
 
 
