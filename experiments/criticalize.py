@@ -1,4 +1,5 @@
-"""jaxbp.criticalize beside LSUV, DKS/TAT and theory-critical init: gradient flow at init and test accuracy after training, seven deep models.
+"""jaxbp.criticalize beside LSUV, DKS/TAT and theory-critical init on seven deep models:
+gradient flow at init, and test accuracy after training.
 
     python experiments/criticalize.py --quick --out out/criticalize_quick     # ~1 min
     nohup nice -n 5 python experiments/criticalize.py \\
@@ -21,7 +22,7 @@ from jaxbp.studies import criticalize_study as study
 
 FLAGS = ("models", "methods", "width", "channels", "mlp_depth", "conv_depth", "cnn_depth",
          "eqx_depth", "rnn_steps", "sigma_b2", "crit_batch", "max_iters", "tol", "steps",
-         "batch_size", "learning_rate", "momentum", "clip_norm", "seeds")
+         "cnn_steps", "batch_size", "learning_rate", "momentum", "clip_norm", "seeds")
 
 
 def main(argv=None):

@@ -50,7 +50,8 @@ from jaxbp.core.rnn import RNN
 from jaxbp.studies import criticalize_dks as dks_
 from jaxbp.theory import meanfield
 
-MODELS = ("tanh_mlp_0.5", "tanh_mlp_4", "relu_mlp", "tanh_convnet", "flax_cnn", "eqx_mlp", "rnn")
+# Cheapest first: a full run that is stopped has the MLPs' results.
+MODELS = ("tanh_mlp_0.5", "tanh_mlp_4", "relu_mlp", "eqx_mlp", "rnn", "flax_cnn", "tanh_convnet")
 SCHEMES = ("default", "theory", "suo")
 CLASSES = 10
 ROWS = 8   # the digits' rows: the RNN's input steps, and an image's side

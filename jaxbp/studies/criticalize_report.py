@@ -96,7 +96,8 @@ def report(config, rows) -> str:
       f"{config.cnn_depth}, equinox MLP {config.eqx_depth}, RNN T = {config.rnn_steps}. "
       f"sigma_b^2 = {config.sigma_b2:g}. LSUV and criticalize: {config.crit_batch} training "
       f"digits, max_iters {config.max_iters}, tol {config.tol:g}. Training: "
-      f"{config.steps} steps of SGD, momentum {config.momentum:g}, lr "
+      f"{config.steps} steps ({config.cnn_steps} for the CNNs) of SGD, momentum "
+      f"{config.momentum:g}, lr "
       f"{config.learning_rate:g}, batch {config.batch_size}, global norm clipped to "
       f"{config.clip_norm:g}; seeds {list(config.seeds)}; {n_train} train / {n_test} test "
       "digits; float64.", "",
@@ -105,7 +106,8 @@ def report(config, rows) -> str:
       "max over layers of |ln delta_sq - its mean| (nats); before: the default init of "
       "the same seeds.", "",
       "| model | start | method | layers | log_slope before | after | spread before | after "
-      "| q range after | s to apply (wall / CPU) |", "|---|---|---|---:|---:|---:|---:|---:|---|---:|"]
+      "| q range after | s to apply (wall / CPU) |",
+      "|---|---|---|---:|---:|---:|---:|---:|---|---:|"]
   for r in rows:
     lines.append(
         f"| {r['model']} | {r['start']} | {LABELS[r['method']]} | {r['layers']} | "

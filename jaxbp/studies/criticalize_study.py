@@ -68,6 +68,8 @@ class Config:
     crit_batch: training digits that LSUV and criticalize measure on.
     max_iters, tol: passed to ``jaxbp.criticalize``.
     steps, batch_size, learning_rate, momentum, clip_norm: the training of every run.
+    cnn_steps: the training steps of the two CNNs instead (a float64 step of the
+      depth-50 ConvNet costs ~20x one of a depth-100 MLP on a CPU).
     seeds: one init and batch order per seed.
   """
   models: Tuple[str, ...] = models.MODELS
@@ -83,7 +85,8 @@ class Config:
   crit_batch: int = 128
   max_iters: int = 20
   tol: float = 0.01
-  steps: int = 400
+  steps: int = 1500
+  cnn_steps: int = 250
   batch_size: int = 32
   learning_rate: float = 0.02
   momentum: float = 0.9
@@ -101,7 +104,7 @@ class Config:
         checks.one_of(v, valid, name, _W)
       set_(name, tuple(dict.fromkeys(value)))
     for name in ("width", "channels", "mlp_depth", "conv_depth", "cnn_depth", "eqx_depth",
-                 "crit_batch", "max_iters", "steps", "batch_size"):
+                 "crit_batch", "max_iters", "steps", "cnn_steps", "batch_size"):
       set_(name, checks.positive_int(getattr(self, name), name, _W))
     set_("rnn_steps", checks.int_at_least(self.rnn_steps, models.ROWS + 1, "rnn_steps", _W))
     set_("sigma_b2", checks.finite(self.sigma_b2, "sigma_b2", _W, low=0.0))
@@ -122,6 +125,7 @@ class Config:
     return cls(**{"models": ("tanh_mlp_0.5", "eqx_mlp", "rnn"), "width": 16,
                   "channels": 4, "mlp_depth": 8, "conv_depth": 4, "cnn_depth": 20,
                   "eqx_depth": 4, "rnn_steps": 16, "crit_batch": 32, "steps": 30,
+                  "cnn_steps": 30,
                   "seeds": (0,), **overrides})
 
   @classmethod
@@ -166,6 +170,7 @@ def _compiled(config: Config, model: str, transform):
   def loss_fn(params, x, y):
     return _xent(net.apply(params, x), y)
 
+  steps = config.cnn_steps if models.SPECS[model].task == "image" else config.steps
   tx = optax.chain(optax.clip_by_global_norm(config.clip_norm),
                    optax.sgd(config.learning_rate, momentum=config.momentum))
 
@@ -184,7 +189,7 @@ def _compiled(config: Config, model: str, transform):
           lambda n, o: jnp.where(finite, n, o), new, old)
       return (keep(optax.apply_updates(a, updates), a), keep(new_state, state), finite), value
     (arrays, _, ok), losses = jax.lax.scan(step, (arrays, tx.init(arrays), jnp.array(True)),
-                                           jax.random.split(key, config.steps))
+                                           jax.random.split(key, steps))
     return eqx.combine(arrays, static), losses, ok
 
   @eqx.filter_jit
