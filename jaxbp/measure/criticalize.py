@@ -151,9 +151,19 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
 
   has_pairs = np.zeros(G, bool)
   has_pairs[lay.pair_group] = True
-  lo = jnp.asarray(np.log(np.where(has_pairs, Q_GUARD[0], Q_START[0])))
-  hi = jnp.asarray(np.log(np.where(has_pairs, Q_GUARD[1], Q_START[1])))
+  floats = [leaf for leaf in jax.tree_util.tree_leaves(params) if _is_float(leaf)]
+  dtype = jnp.promote_types(jnp.result_type(*floats), jnp.float32)
+  lo = jnp.asarray(np.log(np.where(has_pairs, Q_GUARD[0], Q_START[0])), dtype)
+  hi = jnp.asarray(np.log(np.where(has_pairs, Q_GUARD[1], Q_START[1])), dtype)
   rg = jnp.asarray(np.where(lay.row_group >= 0, lay.row_group, G))
+  sizes = np.bincount(lay.row_group[lay.row_group >= 0], minlength=G)
+  shared = jnp.asarray(sizes >= 2)
+  # A row's place among its shared weight's rows (-1 outside such a group).
+  member = np.full(len(lay.names), -1)
+  for g in np.flatnonzero(sizes >= 2):
+    rows_g = np.flatnonzero(lay.row_group == g)
+    member[rows_g] = np.arange(len(rows_g))
+  member = jnp.asarray(member)
   # "forward": a one-layer group whose previous row has a scale of its own.
   chained = np.zeros(G, bool)
   prev_of = np.zeros(G, np.int32)
@@ -171,6 +181,17 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
       ld = jnp.log(rep.delta_sq)
       both = taken[lay.pair_prev] & taken[lay.pair_row]
       lg, measured = _segment_mean(ld[lay.pair_prev] - ld[lay.pair_row], both, lay.pair_group, G)
+      # A shared weight sets the gain of all its layers: the least-squares slope of
+      # ln delta_sq over them (what log_slope measures), not its mean step, which
+      # the first and last alone decide.
+      w = (taken & jnp.isfinite(ld) & (member >= 0)).astype(ld.dtype)
+      t = member.astype(ld.dtype)
+      n, st, sl, stt, stl = (jax.ops.segment_sum(w * v, rg, G + 1)[:G]
+                             for v in (1.0, t, jnp.where(w > 0, ld, 0.0), t * t,
+                                       t * jnp.where(w > 0, ld, 0.0)))
+      slope = (n * stl - st * sl) / jnp.where(n >= 2, n * stt - st * st, 1.0)
+      lg = jnp.where(shared, -slope, lg)
+      measured = jnp.where(shared, n >= 2, measured)
       ok = measured & jnp.isfinite(lg)
       # A gain that under- or overflowed (delta_sq 0 or inf on both sides, deep in a
       # vanishing net) moves with the median of those measured until it is measured.
@@ -185,11 +206,8 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
     else:
       move = -lq + jnp.where(chained, 0.5 * jnp.log(rep.q)[prev_of], 0.0)
       miss = jnp.abs(lq)
-    move = jnp.where(jnp.isfinite(move), move, 0.0)
-    return move, jnp.where(jnp.isnan(miss), jnp.inf, miss)
-
-  floats = [leaf for leaf in jax.tree_util.tree_leaves(params) if _is_float(leaf)]
-  dtype = jnp.promote_types(jnp.result_type(*floats), jnp.float32)
+    move = jnp.where(jnp.isfinite(move), move, 0.0).astype(dtype)
+    return move, jnp.where(jnp.isnan(miss), jnp.inf, miss).astype(dtype)
 
   def measure(a):
     rep = inspect(loss_fn, weight_map.apply(lay, params, a), *args)
