@@ -52,7 +52,7 @@ import numpy as np
 
 import jaxbp.measure.weight_map as weight_map
 from jaxbp.core import checks
-from jaxbp.measure.inspect import _is_float, inspect
+from jaxbp.measure.inspect import inspect
 from jaxbp.measure.report import LayerReport
 from jaxbp.measure.sites import LAYER_PRIMITIVES
 
@@ -151,7 +151,7 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
 
   has_pairs = np.zeros(G, bool)
   has_pairs[lay.pair_group] = True
-  floats = [leaf for leaf in jax.tree_util.tree_leaves(params) if _is_float(leaf)]
+  floats = [leaf for leaf in jax.tree_util.tree_leaves(params) if weight_map.is_float(leaf)]
   dtype = jnp.promote_types(jnp.result_type(*floats), jnp.float32)
   lo = jnp.asarray(np.log(np.where(has_pairs, Q_GUARD[0], Q_START[0])), dtype)
   hi = jnp.asarray(np.log(np.where(has_pairs, Q_GUARD[1], Q_START[1])), dtype)

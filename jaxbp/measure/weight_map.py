@@ -24,7 +24,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 import jaxbp.measure.probing as probing
-from jaxbp.measure.inspect import _is_array, _is_float, path_str
+from jaxbp.measure.inspect import path_str
 from jaxbp.measure.sites import (CALLS, CUSTOM, LAYER_PRIMITIVES, REMAT, Flag, Nested, Notes,
                                  Plan, Site, sub_jaxpr)
 
@@ -44,6 +44,15 @@ class Src(NamedTuple):
   leaf: int
   levels: tuple
   intact: bool
+
+
+def is_array(leaf) -> bool:
+  return isinstance(leaf, (jax.Array, np.ndarray, np.generic))
+
+
+def is_float(leaf) -> bool:
+  """A floating-point array leaf: what inspect differentiates and criticalize may scale."""
+  return is_array(leaf) and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
 
 
 MIXED = "mixed"  # derived from the params, but not a view of one leaf
@@ -166,14 +175,14 @@ def layout(loss_fn, params, args, where: str) -> Layout:
   """Traces ``loss_fn(params, *args)`` as :func:`jaxbp.inspect` does and maps
   every layer it finds to its scale group."""
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-  wrt = [k for k, (_, leaf) in enumerate(leaves) if _is_float(leaf)]
+  wrt = [k for k, (_, leaf) in enumerate(leaves) if is_float(leaf)]
   if not wrt:
     raise TypeError(f"{where}: the params have no floating-point array leaf to rescale. "
                     "Pass the model's weights (flax variables, nnx.split(model)[1], an "
                     "equinox module's arrays) as the first argument.")
   names = [path_str(leaves[k][0]) or "params" for k in wrt]
   arg_leaves, arg_def = jax.tree_util.tree_flatten(args)
-  data = [k for k, leaf in enumerate(arg_leaves) if _is_array(leaf)]
+  data = [k for k, leaf in enumerate(arg_leaves) if is_array(leaf)]
 
   def flat_fn(w, x):
     full = [leaf for _, leaf in leaves]
