@@ -36,7 +36,11 @@ theta_ij) / (2 pi)``)::
 
 (LayerNorm's two projections, on the mean and on ``x_hat``, remove ``O(1/d)`` of
 ``D``: ``(1/d) sum_a g[i, a] x_hat[i, a]`` has mean 0 for a readout independent of
-the weights.) **The residual**, ``alpha = residual_scale``, ``beta = skip_scale``,
+the weights. Neglected, but it compounds: up to ``2/d`` per norm for the part of
+``g`` not already projected by the norm above; through post-LN's ``2 L`` norms the
+measured first block's norm is 0.81 of this prediction at depth 24, ``d = 256``,
+where the full ``(1 - 2/d)^{2L}`` would give 0.69, since the skip's share of ``g``
+arrives projected.) **The residual**, ``alpha = residual_scale``, ``beta = skip_scale``,
 ``f_back`` the sublayer rule above (the cross terms ``beta alpha (1/d) delta_y .
 f_back(delta_y)`` have mean 0, as in the forward)::
 

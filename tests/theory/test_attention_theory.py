@@ -210,15 +210,19 @@ def test_gradient_profile_matches_jax_grad(norm, depth):
                           norm=norm, causal=True).total
   ratio_p, ratio_m = p[-1] / p[0], measured[-1] / measured[0]
   assert abs(ratio_p / ratio_m - 1) < 0.2, (ratio_p, ratio_m)
-  np.testing.assert_allclose(p, measured, rtol=0.2)
+  # Per block 25%: post-LN's 2L norms each drop O(1/d) of the gradient (the module
+  # docstring), 19% by the first block at depth 24.
+  np.testing.assert_allclose(p, measured, rtol=0.25)
 
 
 @pytest.mark.slow
 def test_rank_collapse_is_cubic():
   r = ta.rank_collapse(4, q0=1.0, rho0=0.5, tokens=8)
-  delta = np.asarray(r.residual[:3]) ** 2
-  # delta_{l+1} / delta_l^3 stays O(1) while delta falls by orders: Dong's 3^l.
-  assert delta[2] < 1e-5 and 0.1 < delta[2] / delta[1] ** 3 < 10
+  q = ta.signal_profile(1, q0=1.0, rho0=0.5, tokens=8, norm="none", skip_scale=0.0,
+                        logit_std=1.0, ffn=False).q
+  delta = np.asarray(r.residual[:3]) ** 2 / (1 - 1 / 8)
+  # delta_2 / delta_1^3 is the cubic law's q_1^2 / T while delta falls by orders: Dong's 3^l.
+  assert delta[2] < 1e-5 and 0.5 < delta[2] / delta[1] ** 3 / (q[1] ** 2 / 8) < 2
   # The kernel recursion against the same pure-attention stack, measured.
   d, T = 256, 8
   kinds = core_attention.AttentionKind(4)
