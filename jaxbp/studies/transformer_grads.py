@@ -2,28 +2,31 @@
 
 Xiong et al. 2020: at init, post-LN's gradient norm grows toward the last
 blocks, pre-LN's stays flat; that is why post-LN needs a learning-rate
-warm-up. Per depth and norm, ``seeds`` transformers (the sweep's widths, T,
-input tokens) take an MSE loss against a standard-normal target on every token
-(its ``dL/dh`` at the output: i.i.d. over tokens and features), and the hand
-backward gives every block's ``|dL/dW|`` per matrix (Wq, Wk, Wv, Wo, W1, W2).
-The record keeps each matrix's norm per block and seed; the report sets the
-last/first ratio of the block's summed squared norms against
-:func:`jaxbp.theory.attention.gradient_profile`'s.
+warm-up. Per depth, norm and qk_scale (0, and the default), ``seeds``
+transformers (the sweep's widths, T and input tokens) take the loss of
+:func:`jaxbp.theory.attention_gradients.gradient_profile`, a random linear
+readout ``L = sum G * y`` of the output (``G`` i.i.d. N(0, 1), drawn per seed),
+and ``jax.grad`` gives every block's ``|dL/dW|^2`` per matrix (Wq, Wk, Wv,
+Wo, W1, W2). The report sets the last/first ratio of the sum over ``Wv, Wo,
+W1, W2`` (the theory's; at qk_scale 0 ``dWq = dWk = 0``) against the
+prediction's: exact at infinite width for qk_scale 0, the uniform-attention
+approximation at the default.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.core import backprop
 from jaxbp.core.transformer import Transformer
+from jaxbp.theory.attention_gradients import gradient_profile
 
 MATRICES = ("Wq", "Wk", "Wv", "Wo", "W1", "W2")
 NORMS = ("pre", "post")
+QK = ("0", "default")
+THEORY_MATRICES = slice(2, 6)      # Wv, Wo, W1, W2
 
 
 def tokens(key, batch, T, d, q0, rho0):
@@ -47,29 +50,43 @@ def block_sq_norms(grads) -> np.ndarray:
 
 
 def measure(config, depth: int) -> dict:
-  """``{norm: (seeds, depth, 6) squared norms}`` for pre- and post-LN at ``depth``."""
+  """``{"pre/0": (seeds, depth, 6) squared norms, ...}`` per norm and qk_scale at ``depth``."""
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 30_000 + depth)
   out = {}
   for norm in NORMS:
-    net = Transformer(config.d_model, config.heads, depth, config.d_ff, norm=norm)
-    step = jax.jit(functools.partial(backprop.grad, net, "mse"))
-    per_seed = []
-    for s in range(config.seeds):
-      kp, kx, ky = jax.random.split(jax.random.fold_in(key, s), 3)
-      x = tokens(kx, config.batch, config.tokens, config.d_model, config.q0, config.rho0)
-      y = jax.random.normal(ky, x.shape, jnp.float64)
-      per_seed.append(block_sq_norms(step(net.init(kp, dtype=jnp.float64), x, y)).tolist())
-    out[norm] = per_seed
+    for qk in QK:
+      net = Transformer(config.d_model, config.heads, depth, config.d_ff, norm=norm,
+                        qk_scale=0.0 if qk == "0" else None)
+      readout = lambda p, x, g: jnp.sum(g * net.apply(p, x))
+      step = jax.jit(jax.grad(readout))
+      per_seed = []
+      for s in range(config.seeds):
+        kp, kx, kg = jax.random.split(jax.random.fold_in(key, s), 3)
+        x = tokens(kx, config.batch, config.tokens, config.d_model, config.q0, config.rho0)
+        g = jax.random.normal(kg, x.shape, jnp.float64)
+        per_seed.append(block_sq_norms(step(net.init(kp, dtype=jnp.float64), x, g)).tolist())
+      out[f"{norm}/{qk}"] = per_seed
   return out
 
 
-def summary(record) -> dict:
-  """Per norm: the mean over seeds of each block's summed squared norm and last/first."""
+def predicted(config, depth: int, norm: str) -> np.ndarray:
+  """The theory's ``E ||dW||^2`` summed over Wv, Wo, W1, W2, per block."""
+  g = gradient_profile(depth, q0=config.q0, rho0=config.rho0, tokens=config.tokens,
+                       d_model=config.d_model, d_ff=config.d_ff, norm=norm)
+  return np.asarray(g.total)
+
+
+def summary(config, depth: int, record) -> dict:
+  """Per norm and qk_scale: the mean profile over seeds, last/first measured and predicted."""
   out = {}
-  for norm in NORMS:
-    total = np.sum(np.asarray(record[norm]), axis=-1)          # (seeds, depth)
+  for name, per_seed in record.items():
+    norm = name.split("/")[0]
+    total = np.sum(np.asarray(per_seed)[..., THEORY_MATRICES], axis=-1)    # (seeds, depth)
     mean = total.mean(axis=0)
-    ratios = total[:, -1] / total[:, 0]
-    out[norm] = {"profile": mean.tolist(), "last_over_first": float(mean[-1] / mean[0]),
-                 "seed_ratios": ratios.tolist()}
+    pred = predicted(config, depth, norm)
+    ratio, ratio_pred = float(mean[-1] / mean[0]), float(pred[-1] / pred[0])
+    out[name] = {"profile": mean.tolist(), "predicted_profile": pred.tolist(),
+                 "last_over_first": ratio, "predicted_last_over_first": ratio_pred,
+                 "relative_error": ratio / ratio_pred - 1.0,
+                 "seed_ratios": (total[:, -1] / total[:, 0]).tolist()}
   return out

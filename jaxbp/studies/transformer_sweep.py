@@ -256,7 +256,7 @@ def points(config: Config) -> list:
   if "rank" in config.parts:
     out.append({"part": "rank"})
   if "gradient" in config.parts:
-    out += [{"part": "gradient", "grad_depth": d} for d in config.grad_depths]
+    out += [{"part": "gradient", "grad_depth": d, "loss": "readout"} for d in config.grad_depths]
   if "noci" in config.parts:
     out.append({"part": "noci", "rhos": list(config.noci_rhos)})
   return out

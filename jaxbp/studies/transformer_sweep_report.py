@@ -99,6 +99,24 @@ def _plot_noci(rec, path):
   _io.save_figure(fig, path)
 
 
+def _plot_gradients(grads, path):
+  plt = _io.pyplot()
+  fig, axes = plt.subplots(1, len(grads), figsize=(4.2 * len(grads), 3.6), squeeze=False)
+  for ax, (depth, s) in zip(axes[0], grads):
+    for k, (name, v) in enumerate(s.items()):
+      l = np.arange(1, depth + 1)
+      ax.semilogy(l, v["profile"], "o-", ms=3, color=f"C{k}", label=f"{name} measured")
+      ax.semilogy(l, np.asarray(v["predicted_profile"]) * v["profile"][-1]
+                  / v["predicted_profile"][-1], "--", color=f"C{k}")
+    ax.set_title(f"depth {depth}", fontsize=9)
+    ax.set_xlabel("block")
+    ax.set_ylabel("Σ ‖dL/dW‖² (Wv, Wo, W1, W2)", fontsize=8)
+  axes[0, 0].legend(fontsize=6, title="norm/qk_scale; dashed: theory (matched at the last block)",
+                    title_fontsize=6)
+  fig.tight_layout()
+  _io.save_figure(fig, path)
+
+
 def _slope(x, y) -> float:
   return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
@@ -143,18 +161,29 @@ def write(session, config, pts, records) -> dict:
       lines += [f"| {l} | {pure[l]:.3e} | {rec['predicted'][l]:.3e} | {rec['cubic'][l]:.3e} | "
                 f"{skip[l]:.3f} |" for l in range(len(pure))]
       lines += ["", "Figure: `rank.png`.", ""]
-  grads = [(p["grad_depth"], grads_part.summary(rec)) for p, rec in zip(pts, records)
-           if p["part"] == "gradient"]
+  grads = [(p["grad_depth"], grads_part.summary(config, p["grad_depth"], rec))
+           for p, rec in zip(pts, records) if p["part"] == "gradient"]
   if grads:
     _io.write_json(session.path("gradient.json"), {str(d): s for d, s in grads})
+    _plot_gradients(grads, session.path("gradient.png"))
     out["gradient"] = grads
+    cells = [(d, name, v) for d, s in grads for name, v in s.items()]
+    ok = [c for c in cells if abs(c[2]["relative_error"]) <= RATIO_TOL]
     lines += ["## (c) Gradient norm per block at init (Xiong et al. 2020)", "",
-              "Sum over a block's six matrices of ‖dL/dW‖², mean over seeds; last block / "
-              "first block.", "", "| depth | pre-LN last/first | post-LN last/first |",
-              "|---:|---:|---:|"]
-    lines += [f"| {d} | {s['pre']['last_over_first']:.3f} | {s['post']['last_over_first']:.3f} |"
-              for d, s in grads]
-    lines.append("")
+              "Loss: a random linear readout of the output, `sum G * y`; per block the sum "
+              "over Wv, Wo, W1, W2 of ‖dL/dW‖², mean over seeds; last block / first block, "
+              "measured and predicted (jaxbp.theory.attention_gradients: exact at infinite "
+              "width for qk_scale 0, uniform attention approximated at the default). "
+              f"Within {RATIO_TOL:.0%} of the prediction: {len(ok)} of {len(cells)}.", "",
+              "| depth | norm | qk_scale | last/first measured | predicted | error | seed range |",
+              "|---:|---|---|---:|---:|---:|---|"]
+    for d, name, v in cells:
+      norm, qk = name.split("/")
+      lo, hi = min(v["seed_ratios"]), max(v["seed_ratios"])
+      lines.append(f"| {d} | {norm} | {qk} | {v['last_over_first']:.3f} | "
+                   f"{v['predicted_last_over_first']:.3f} | {v['relative_error']:+.1%} | "
+                   f"{lo:.3f}–{hi:.3f} |")
+    lines += ["", "Figure: `gradient.png`.", ""]
   for p, rec in zip(pts, records):
     if p["part"] == "noci":
       _io.write_json(session.path("noci.json"), rec)
