@@ -60,7 +60,9 @@ def _one_block(norm, causal, alpha=0.9, beta=0.6, rho0=0.4, T=6, d=512, batch=4,
   for s in range(seeds):
     kp, kx = jax.random.split(jax.random.PRNGKey(s))
     x = jnp.einsum("ij,bja->bia", L, jax.random.normal(kx, (batch, T, d)))
-    stats.append([ta.kernel_stats(ta.token_kernel(h)) for h in (x, net.apply(net.init(kp), x))])
+    # The block itself: net.apply would add pre-LN's final LayerNorm.
+    h = net.block_kind.forward(x, net.init(kp)[0])
+    stats.append([ta.kernel_stats(ta.token_kernel(u)) for u in (x, h)])
   return tuple(np.array([np.concatenate([st[l][m] for st in stats]) for l in (0, 1)])
                for m in (0, 1))
 
