@@ -85,6 +85,7 @@ def test_tat_leaky_relu_has_unit_q_and_the_configured_c0():
   assert c == pytest.approx(0.9, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_suo_draws_orthogonal_weights_and_zero_biases():
   tree = {"W": jnp.ones((32, 8)), "b": jnp.ones(8), "K": jnp.ones((3, 3, 4, 4)),
           "E": jnp.ones((8, 32)), "S": jnp.ones((2, 3, 3, 4, 4)), "n": 3}
@@ -103,9 +104,11 @@ def test_suo_draws_orthogonal_weights_and_zero_biases():
 
 
 def test_normalise_gives_unit_mean_square_per_example():
-  x = jax.random.normal(jax.random.PRNGKey(1), (5, 8, 8, 1)) * jnp.arange(1, 6)[:, None, None,
-                                                                                 None]
-  np.testing.assert_allclose(jnp.mean(dks_.normalise(x) ** 2, axis=(1, 2, 3)), 1, rtol=1e-5)
+  x = np.random.default_rng(1).normal(size=(5, 8, 8, 1)) * np.arange(1, 6)[:, None, None, None]
+  got = np.asarray(dks_.normalise(x))
+  np.testing.assert_allclose(np.mean(got ** 2, axis=(1, 2, 3)), 1, rtol=1e-12)
+  np.testing.assert_allclose(got * np.sqrt(np.mean(x ** 2, axis=(1, 2, 3)))[:, None, None, None],
+                             x, rtol=1e-12)   # a positive scale per example, nothing else
 
 
 @pytest.mark.slow
@@ -125,7 +128,7 @@ def test_dks_chain_has_unit_q_and_slope_zeta(name):
 
 @pytest.mark.slow
 def test_model_inits_follow_their_laws():
-  config = study.Config(width=256, mlp_depth=3, conv_depth=2, channels=64, sigma_b2=0.05)
+  config = study.Config(width=256, mlp_depth=3, conv_depth=3, channels=64, sigma_b2=0.05)
   key = jax.random.PRNGKey(0)
   crit = float(meanfield.critical_sigma_w2("tanh", 0.05))
   for name, scheme, want in (("tanh_mlp_4", "default", 4.0), ("tanh_mlp_0.5", "theory", crit),
@@ -133,8 +136,11 @@ def test_model_inits_follow_their_laws():
     params = models.build(name, config).init(key, scheme)
     assert 256 * float(jnp.var(params[1].W)) == pytest.approx(want, rel=0.03), (name, scheme)
   conv = models.build("tanh_convnet", config).init(key, "theory")
-  w = conv[1].W   # delta-orthogonal: the centre tap is gain * orthogonal
-  np.testing.assert_allclose(w[1, 1].T @ w[1, 1], crit * np.eye(64), atol=1e-8)
+  stack = conv[1].W   # the hidden convolutions, stacked: (conv_depth - 1, 3, 3, 64, 64)
+  assert stack.shape == (2, 3, 3, 64, 64)
+  for w in stack:     # delta-orthogonal: the centre tap is gain * orthogonal
+    np.testing.assert_allclose(w[1, 1].T @ w[1, 1], crit * np.eye(64), atol=1e-8)
+    assert float(jnp.abs(w).sum() - jnp.abs(w[1, 1]).sum()) == 0
   rnn = models.build("rnn", config).init(key, "default")
   assert 256 * float(jnp.var(rnn.W)) == pytest.approx(2.0, rel=0.03)   # He
 
