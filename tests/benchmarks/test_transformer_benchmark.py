@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+import jaxbp
 import benchmarks as benchmark
 from benchmarks import transformer
 
@@ -41,10 +42,15 @@ def test_quick_run_writes_the_row_from_two_processes_with_agreeing_gradients(tmp
 
 
 def _grads():
-  s = transformer.Size(8, 2, 4, 2, 3, 16)
-  net, params, x, y = transformer.problem(s)
-  return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64),
-                                transformer.program(transformer.AUTODIFF, net)(params, x, y)[1])
+  # A gradient-shaped tree (the benchmark net's params, by shape only: nothing
+  # compiles) with live values everywhere but bk, zero as dL/dbk is.
+  net = jaxbp.Transformer(8, 2, 2, 16)
+  shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  leaves = jax.tree_util.tree_flatten_with_path(shapes)[0]
+  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shapes), [
+      np.zeros(a.shape) if jax.tree_util.keystr(p).endswith("attn.bk")
+      else rng.normal(size=a.shape) for p, a in leaves])
 
 
 def test_the_gradient_check_flags_a_wrong_leaf_even_a_small_one():
