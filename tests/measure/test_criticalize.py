@@ -63,6 +63,7 @@ def _dict_mlp(depth, width, sigma_w2, act=jnp.tanh, key=0, dtype=jnp.float64):
 X16 = jax.random.normal(jax.random.PRNGKey(9), (32, 16))
 
 
+@pytest.mark.slow
 def test_dict_mlp_flat_with_each_weight_scaled_by_its_reported_scale():
   params, loss_fn = _dict_mlp(5, 16, 4.0)
   params["step"] = jnp.asarray(3)                 # an int leaf passes through
@@ -200,7 +201,7 @@ def test_depth_20_flax_cnn_and_its_nnx_twin():
 
   class Net(nnx.Module):
     def __init__(self, rngs):
-      self.layers = [nnx.Linear(12, 12, rngs=rngs) for _ in range(6)]
+      self.layers = nnx.List([nnx.Linear(12, 12, rngs=rngs) for _ in range(6)])
 
     def __call__(self, x):
       for layer in self.layers:
