@@ -93,6 +93,7 @@ RERUN = {
     "conv_sweep.py": (["--depth", "5", "--skip", "1", "--channels", "2", "--size", "4"],
                       ["--channels", "3"]),
     "conv_train.py": (["--depth", "2", "--channels", "2", "--epochs", "1"], ["--epochs", "2"]),
+    "criticalize.py": (["--quick", "--width", "4"], ["--width", "5"]),
     "depth_sweep.py": (["--quick", "--depths", "3", "--width", "4"], ["--width", "5"]),
     "himmelblau.py": (["--steps", "2"], ["--steps", "3"]),
     "inspect_model.py": (["--width", "4", "--depth", "2", "--batch", "2"], ["--width", "5"]),
@@ -102,6 +103,10 @@ RERUN = {
     "rnn_sweep.py": (["--quick", "--width", "4"], ["--width", "5"]),
     "seed_examples.py": (["--no-torch"], ["--seed", "1"]),
     "train_digits.py": (["--epochs", "1"], ["--epochs", "2"]),
+    "transformer_sweep.py": (["--quick", "--parts", "rank", "--rank-depth", "1"],
+                             ["--seeds", "3"]),
+    "transformer_train.py": (["--quick", "--depths", "2", "--steps", "2", "--tail", "1",
+                              "--curve-every", "1"], ["--steps", "3"]),
     "width_sweep.py": (["--quick", "--widths", "4", "--depth", "2", "--seeds", "2"],
                        ["--seeds", "3"]),
 }
