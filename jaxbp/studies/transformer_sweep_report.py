@@ -25,7 +25,8 @@ def _signal_row(point, rec) -> dict:
   row.update(rho_error=float(np.max(np.abs(mr - pr))), lnq_error=float(np.max(np.abs(mq - pq))),
              rho_last=float(mr[-1]), rho_last_predicted=float(pr[-1]),
              lnq_last=float(mq[-1]), lnq_last_predicted=float(pq[-1]),
-             rho_sd_last=float(np.std(rec["measured_rho"], 0, ddof=1)[-1]))
+             rho_sd_last=float(np.std(rec["measured_rho"], 0, ddof=1)[-1]),
+             lnq_sd_last=float(np.std(np.log(rec["measured_q"]), 0, ddof=1)[-1]))
   row["within"] = bool(row["rho_error"] <= RHO_TOL and row["lnq_error"] <= LNQ_TOL)
   return row
 
@@ -139,7 +140,10 @@ def write(session, config, pts, records) -> dict:
               f"At qk_scale = 0 (exact at infinite width): {sum(r['within'] for r in ok)} of "
               f"{len(ok)} settings within {RHO_TOL} in ρ and {LNQ_TOL} in ln q at every block. "
               "At the default qk_scale the theory averages over Gaussian logits (its "
-              "docstring says what that neglects); its errors are as measured.", "",
+              "docstring says what that neglects); its errors are as measured. ± is the "
+              "spread (s.d.) over sequences at the last block; the mean over "
+              f"{config.seeds} seeds × {config.batch} sequences has a standard error of "
+              "about s.d. / √seeds (sequences of one seed share its weights).", "",
               "| norm | α | β | qk_scale | max err ρ | max err ln q | ρ_L measured | "
               "ρ_L theory | ln q_L measured | ln q_L theory | within |",
               "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -147,7 +151,7 @@ def write(session, config, pts, records) -> dict:
       lines.append(f"| {r['norm']} | {r['alpha']} | {r['beta']:g} | {r['qk']} | "
                    f"{r['rho_error']:.4f} | {r['lnq_error']:.4f} | {r['rho_last']:.4f} ± "
                    f"{r['rho_sd_last']:.4f} | {r['rho_last_predicted']:.4f} | "
-                   f"{r['lnq_last']:.3f} | {r['lnq_last_predicted']:.3f} | "
+                   f"{r['lnq_last']:.3f} ± {r['lnq_sd_last']:.3f} | {r['lnq_last_predicted']:.3f} | "
                    f"{'yes' if r['within'] else 'no'} |")
     lines += ["", "Figures: `signal_qk0.png`, `signal_qkdefault.png`.", ""]
   for p, rec in zip(pts, records):
