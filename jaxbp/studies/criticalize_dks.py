@@ -58,7 +58,7 @@ def _import_dks():
     from dks.jax import activation_transform, parameter_sampling_functions
   except ImportError as e:
     raise ImportError("the DKS/TAT baselines need the dks package: pip install dks "
-                      f"(or pip install 'jaxbp[dks]'); importing it failed: {e}") from None
+                      f"(or pip install 'jaxbp[experiments]'); importing it failed: {e}") from None
   return activation_transform, parameter_sampling_functions
 
 
