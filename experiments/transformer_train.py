@@ -30,7 +30,8 @@ def main(argv=None):
     cli.flag(parser, full, name, preset=quick,
              **({"choices": tt.DTYPES} if name == "dtype" else {}))
   args = parser.parse_args(argv)
-  jax.config.update("jax_enable_x64", args.dtype == "float64")
+  if args.dtype == "float64":    # never turned off here: a caller's float64 stays on
+    jax.config.update("jax_enable_x64", True)
 
   def make():
     fields = cli.preset(tt.Config, args, FLAGS + ("settings",))

@@ -8,6 +8,7 @@ import runpy
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from jaxbp import io as results
@@ -152,6 +153,8 @@ def test_a_rerun_with_a_changed_flag_is_one_line_and_exit_2(script, tmp_path, mo
   assert e.value.code == 2, err
   assert len(err.strip().splitlines()) == 1, err
   assert err.startswith(f"{script}: error: ") and "holds the results of another config" in err
+  # A script may turn float64 on, never off: the test process (and a caller) keeps it.
+  assert jax.config.jax_enable_x64, f"{script} turned jax_enable_x64 off"
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
