@@ -144,11 +144,11 @@ def plot_profiles(key_list, records, path):
   nrows = -(-len(names) // cols)
   fig, axes = plt.subplots(nrows, cols, figsize=(3.8 * cols, 3.0 * nrows), squeeze=False)
   for ax, model in zip(axes.flat, names):
-    for j, ((m, method), runs) in enumerate((g for g in groups.items() if g[0][0] == model)):
+    for (m, method), runs in groups.items():
       ln = np.asarray(runs[0][1]["flow"]["ln_delta_sq"])
-      if np.all(np.isfinite(ln)):
-        ax.plot(np.arange(1, len(ln) + 1), ln - ln.mean(), lw=1, color=f"C{j}",
-                label=LABELS[method])
+      if m == model and np.all(np.isfinite(ln)):   # one colour per method in every panel
+        ax.plot(np.arange(1, len(ln) + 1), ln - ln.mean(), lw=1,
+                color=f"C{list(LABELS).index(method)}", label=LABELS[method])
     ax.set(title=model, xlabel="layer", ylabel="ln delta_sq − mean")
     ax.legend(frameon=False, fontsize=7)
   for ax in list(axes.flat)[len(names):]:
