@@ -27,9 +27,10 @@ F32_RTOL = 1e-4     # float32 gradients of depth-3 nets, different summation ord
 
 def test_quick_run_writes_every_section_target_and_same_gradient(tmp_path):
   # One test for the whole run: under pytest-xdist a shared fixture would run once per worker.
-  # The processes and rnn sections have their own tests (a child process per point is slow
-  # to start): tests/benchmarks/test_rnn.py for the rnn section.
-  sections = tuple(s for s in benchmark.SECTIONS if s not in ("processes", "rnn"))
+  # The processes, rnn and transformer sections have their own tests (a child process per
+  # point is slow to start): tests/benchmarks/test_rnn_benchmark.py and
+  # test_transformer_benchmark.py.
+  sections = tuple(s for s in benchmark.SECTIONS if s not in ("processes", "rnn", "transformer"))
   config = benchmark.quick(batches=(8,), repeats=2, sections=sections)
   res = benchmark.run(config, tmp_path)
 
