@@ -1,27 +1,37 @@
 """The models of the criticalize study and the inits it compares on them.
 
 Every model is a pure ``(init, apply)`` pair around a net from one framework,
-with no skips and no normalisation, classifying the 8x8 digits:
+with no skips and no normalisation, classifying the 8x8 digits; the last, a
+post-LN transformer, has its residual branches and LayerNorms and its own task:
 
-===============  ========================================================  =========
-name             net                                                       start
-===============  ========================================================  =========
-tanh_mlp_0.5     jaxbp.MLP, ``mlp_depth`` tanh layers                      N(0, 0.5/n)
-tanh_mlp_4       the same                                                  N(0, 4/n)
-relu_mlp         jaxbp.MLP, ``mlp_depth`` relu layers                      LeCun
-tanh_convnet     jaxbp.ConvNet, ``conv_depth`` 3x3 tanh convolutions       N(0, 0.5/fan_in)
-                 (the hidden ones stacked, one leaf run by ``lax.scan``)
-flax_cnn         flax.linen, ``cnn_depth`` 3x3 relu convolutions           flax's own
-eqx_mlp          equinox.nn.MLP, ``eqx_depth`` gelu layers                 equinox's own
-rnn              jaxbp.RNN (tanh), the digit's 8 rows, then blank steps    jaxbp's (He)
-===============  ========================================================  =========
+===================  ========================================================  =========
+name                 net                                                       start
+===================  ========================================================  =========
+tanh_mlp_0.5         jaxbp.MLP, ``mlp_depth`` tanh layers                      N(0, 0.5/n)
+tanh_mlp_4           the same                                                  N(0, 4/n)
+relu_mlp             jaxbp.MLP, ``mlp_depth`` relu layers                      LeCun
+tanh_convnet         jaxbp.ConvNet, ``conv_depth`` 3x3 tanh convolutions       N(0, 0.5/fan_in)
+                     (the hidden ones stacked, one leaf run by ``lax.scan``)
+flax_cnn             flax.linen, ``cnn_depth`` 3x3 relu convolutions           flax's own
+eqx_mlp              equinox.nn.MLP, ``eqx_depth`` gelu layers                 equinox's own
+rnn                  jaxbp.RNN (tanh), the digit's 8 rows, then blank steps    jaxbp's (He)
+post_ln_transformer  jaxbp.Transformer, ``tf_depth`` post-LN blocks of width   LeCun
+                     ``tf_width``, 4 heads, relu FFN of ``2 tf_width``; token  (jaxbp's)
+                     reversal (16 tokens of 16), the blocks stacked
+===================  ========================================================  =========
 
 Every bias starts at variance ``sigma_b2`` where the init is jaxbp's (flax:
-zeros; equinox: uniform, ``1/(3 fan_in)``). The relu MLP starts from LeCun
+zeros; equinox: uniform, ``1/(3 fan_in)``; the transformer: ``Transformer.init``'s
+own, ``sigma_b2`` unused). The relu MLP starts from LeCun
 (sigma_w^2 = 1, the default of flax, haiku and keras), not jaxbp's own default,
 He, which is already relu's critical init. The RNN's task: the digit's 8 rows are
 its first 8 inputs, then ``rnn_steps - 8`` zero inputs, and the class is read
 from the last state; the gradient must cross every blank step to reach the rows.
+The transformer's task is :mod:`jaxbp.studies.transformer_train`'s:
+``reversal(key, n, TF_LENGTH, TF_VOCAB)`` sequences, the loss
+``token_loss`` (the token-mean softmax cross-entropy); its blocks are one stacked
+leaf per weight under ``lax.scan``, as there, and LSUV and criticalize give each
+block's slice ``W[t]`` its own scale.
 
 The inits (:data:`SCHEMES`):
 
@@ -47,14 +57,18 @@ from jaxbp.core import initializers as _init
 from jaxbp.core.convnets import ConvNet
 from jaxbp.core.nets import MLP
 from jaxbp.core.rnn import RNN
+from jaxbp.core.transformer import Transformer
 from jaxbp.studies import criticalize_dks as dks_
 from jaxbp.theory import meanfield
 
 # Cheapest first: a full run that is stopped has the MLPs' results.
-MODELS = ("tanh_mlp_0.5", "tanh_mlp_4", "relu_mlp", "eqx_mlp", "rnn", "flax_cnn", "tanh_convnet")
+MODELS = ("tanh_mlp_0.5", "tanh_mlp_4", "relu_mlp", "eqx_mlp", "rnn", "flax_cnn", "tanh_convnet",
+          "post_ln_transformer")
 SCHEMES = ("default", "theory", "suo")
 CLASSES = 10
 ROWS = 8   # the digits' rows: the RNN's input steps, and an image's side
+# The transformer's reversal task and attention heads, transformer_train's defaults.
+TF_LENGTH, TF_VOCAB, TF_HEADS = 16, 16, 4
 
 
 class Spec(NamedTuple):
@@ -63,7 +77,8 @@ class Spec(NamedTuple):
   Attributes:
     framework: ``"jaxbp"``, ``"flax"`` or ``"equinox"``.
     activation: the base activation's name.
-    task: ``"flat"`` (64 features), ``"image"`` (8x8x1) or ``"sequence"``.
+    task: ``"flat"`` (64 features), ``"image"`` (8x8x1), ``"sequence"`` (the digits'
+      rows, then blanks) or ``"reversal"`` (token reversal, not the digits).
     start: the default init, in words.
     theory: the theory-critical init in words, or None where there is none.
     transforms: ``(method, dks activation name)`` for each of DKS/TAT that applies.
@@ -94,6 +109,11 @@ SPECS = {
                     (("dks", "gelu"), ("tat", "gelu"))),
     # DKS/TAT analyse a chain of fresh weights; an RNN reuses one W at every step.
     "rnn": Spec("jaxbp", "tanh", "sequence", "jaxbp default (He)", "Gaussian critical", ()),
+    # No theory-critical init: mean-field theory here covers chains without skips or
+    # normalisation (a post-LN block's LayerNorm resets q to 1 whatever the weights'
+    # scale). DKS/TAT transform the activations of a chain of fresh dense layers with
+    # no skips; attention (softmax) and LayerNorm are outside their C-map analysis.
+    "post_ln_transformer": Spec("jaxbp", "relu", "reversal", "jaxbp default (LeCun)", None, ()),
 }
 
 
@@ -222,8 +242,32 @@ def _rnn(name, config, fn):
   return Net(init, rnn.apply, config.rnn_steps)
 
 
+def transformer(config) -> Transformer:
+  """The post-LN transformer at ``config``'s sizes (non-causal, relu FFN, blocks stacked)."""
+  return Transformer(config.tf_width, TF_HEADS, config.tf_depth, 2 * config.tf_width,
+                     norm="post", vocab=TF_VOCAB, max_len=TF_LENGTH, stack=True)
+
+
+def _post_ln_transformer(name, config, fn):
+  if fn is not None:
+    raise ValueError("criticalize study: DKS/TAT do not apply to the post-LN transformer.")
+  net = transformer(config)
+
+  def init(key, scheme):
+    _check_scheme(name, scheme)
+    if scheme == "theory":
+      _no_theory(name)
+    if scheme == "suo":
+      raise ValueError("criticalize study: DKS/TAT do not apply to the post-LN transformer "
+                       "(attention and LayerNorm are outside their kernel maps).")
+    return net.init(key, dtype=_dtype())   # LeCun
+  # Its gradient path from the loss to the embedding crosses every block's FFN.
+  return Net(init, net.apply, config.tf_depth)
+
+
 _BUILDERS = {"tanh_mlp_0.5": _mlp, "tanh_mlp_4": _mlp, "relu_mlp": _mlp,
-             "tanh_convnet": _convnet, "flax_cnn": _flax_cnn, "eqx_mlp": _eqx_mlp, "rnn": _rnn}
+             "tanh_convnet": _convnet, "flax_cnn": _flax_cnn, "eqx_mlp": _eqx_mlp, "rnn": _rnn,
+             "post_ln_transformer": _post_ln_transformer}
 
 
 def build(name: str, config, fn: Optional[Callable] = None) -> Net:

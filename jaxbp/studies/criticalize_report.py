@@ -100,7 +100,7 @@ def report(config, rows) -> str:
       f"{config.momentum:g}, lr "
       f"{config.learning_rate:g}, batch {config.batch_size}, global norm clipped to "
       f"{config.clip_norm:g}; seeds {list(config.seeds)}; {n_train} train / {n_test} test "
-      "digits; float64.", "",
+      "digits; float64."] + _transformer_lines(config) + ["",
       "## Gradient flow (jaxbp.inspect, medians over seeds)", "",
       "log_slope: d ln delta_sq / d layer (positive: vanishing towards the input); spread: "
       "max over layers of |ln delta_sq - its mean| (nats); before: the default init of "
@@ -127,6 +127,23 @@ def report(config, rows) -> str:
   if gaps:
     lines += ["", "## criticalize against theory and the default", ""] + gaps
   return "\n".join(lines + [""])
+
+
+def _transformer_lines(config) -> list:
+  """The post-LN transformer's task and training, which are not the digits' (the
+  header line above is about the digit models); nothing when it is not run."""
+  if "post_ln_transformer" not in config.models:
+    return []
+  w = config.tf_width
+  return ["", f"post_ln_transformer: jaxbp.Transformer, {config.tf_depth} post-LN blocks of "
+          f"width {w} ({models.TF_HEADS} heads, relu FFN of {2 * w}), LeCun init; its own "
+          f"task, token reversal ({models.TF_LENGTH} tokens from {models.TF_VOCAB}, "
+          "non-causal; the loss the token-mean cross-entropy, the accuracy the held-out "
+          "token accuracy, chance 1/16), not the digits. LSUV and criticalize measure on "
+          f"{config.crit_batch} fixed sequences. Training: {config.tf_steps} steps of Adam, "
+          f"lr {config.tf_learning_rate:g}, batch {config.batch_size}, no clipping, one "
+          "fixed stream for every seed (SGD with momentum does not train a deep post-LN "
+          "transformer); no theory-critical init, no DKS/TAT (attention and LayerNorm)."]
 
 
 def _data_sizes():

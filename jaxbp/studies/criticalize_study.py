@@ -1,5 +1,5 @@
 """Making deep nets' gradients flow at init: ``jaxbp.criticalize`` beside LSUV, DKS/TAT
-and mean-field theory, on seven models from three frameworks.
+and mean-field theory, on seven models from three frameworks and a post-LN transformer.
 
 For each model (:mod:`jaxbp.studies.criticalize_models`), method and seed:
 
@@ -16,6 +16,19 @@ For each model (:mod:`jaxbp.studies.criticalize_models`), method and seed:
    and q's range;
 3. training for ``steps`` steps of SGD with momentum (global-norm clipping, the
    same for every method), then the test accuracy.
+
+The post-LN transformer (``post_ln_transformer``) runs default, LSUV and
+criticalize only (no theory-critical init, no DKS/TAT:
+:data:`jaxbp.studies.criticalize_models.SPECS`) on
+:mod:`jaxbp.studies.transformer_train`'s token reversal: a fixed training stream
+(step t's batch from ``fold_in(train_key, t)``, the same for every seed; the seed
+sets the init), a fixed test set of :data:`TF_TEST` sequences, and a fixed batch
+of ``crit_batch`` sequences for LSUV, criticalize and inspect (its "train
+accuracy" is measured on that batch). It trains with Adam at ``tf_learning_rate``
+for ``tf_steps`` steps, as transformer_train does: SGD with momentum does not train
+a deep post-LN transformer (the update's scale must adapt per parameter, the
+LayerNorm gains' and the embedding's gradients differ by orders of magnitude).
+Its test accuracy is the token accuracy.
 
 Writes ``results.csv``/``.json`` (one row per model and method), ``runs.json``,
 ``report.md``, ``profiles.png`` and ``accuracy.png``; every finished run is kept
@@ -44,12 +57,16 @@ import jaxbp.studies.cli as cli
 from jaxbp.studies import criticalize_dks as dks_
 from jaxbp.studies import criticalize_models as models
 from jaxbp.studies import criticalize_report as _report
+from jaxbp.studies import transformer_train as _tt
 import jaxbp.studies.driver as driver
 from jaxbp.train import data as _data
 
 VERSION = 1
 METHODS = ("default", "lsuv", "criticalize", "theory", "dks", "tat")
 _W = "criticalize Config"
+TRANSFORMER = "post_ln_transformer"
+TF_FIELDS = ("tf_depth", "tf_width", "tf_steps", "tf_learning_rate")
+TF_TEST = 1024   # held-out reversal sequences, as transformer_train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +89,10 @@ class Config:
       1,500 steps (theory-critical and criticalized alike); at 0.01 both reach ~95%.
     cnn_steps: the training steps of the two CNNs instead (a float64 step of the
       depth-50 ConvNet costs ~20x one of a depth-100 MLP on a CPU).
+    tf_depth, tf_width: the post-LN transformer's blocks and d_model (a multiple of
+      its 4 heads; the FFN is ``2 tf_width`` wide).
+    tf_steps, tf_learning_rate: its training, Adam (no clipping, no warm-up), with
+      ``batch_size`` sequences per step; transformer_train's budget and rate.
     seeds: one init and batch order per seed.
   """
   models: Tuple[str, ...] = models.MODELS
@@ -93,6 +114,10 @@ class Config:
   learning_rate: float = 0.01
   momentum: float = 0.9
   clip_norm: float = 1.0
+  tf_depth: int = 48
+  tf_width: int = 64
+  tf_steps: int = 600
+  tf_learning_rate: float = 5e-4
   seeds: Tuple[int, ...] = (0, 1, 2)
 
   def __post_init__(self):
@@ -106,11 +131,15 @@ class Config:
         checks.one_of(v, valid, name, _W)
       set_(name, tuple(dict.fromkeys(value)))
     for name in ("width", "channels", "mlp_depth", "conv_depth", "cnn_depth", "eqx_depth",
-                 "crit_batch", "max_iters", "steps", "cnn_steps", "batch_size"):
+                 "crit_batch", "max_iters", "steps", "cnn_steps", "batch_size", "tf_depth",
+                 "tf_width", "tf_steps"):
       set_(name, checks.positive_int(getattr(self, name), name, _W))
     set_("rnn_steps", checks.int_at_least(self.rnn_steps, models.ROWS + 1, "rnn_steps", _W))
     set_("sigma_b2", checks.finite(self.sigma_b2, "sigma_b2", _W, low=0.0))
-    for name in ("tol", "learning_rate", "clip_norm"):
+    if self.tf_width % models.TF_HEADS:
+      raise ValueError(f"{_W}: tf_width must be a multiple of the transformer's "
+                       f"{models.TF_HEADS} heads, got {self.tf_width}.")
+    for name in ("tol", "learning_rate", "clip_norm", "tf_learning_rate"):
       set_(name, checks.positive(getattr(self, name), name, _W))
     momentum = checks.finite(self.momentum, "momentum", _W, low=0.0)
     if momentum >= 1:
@@ -123,11 +152,12 @@ class Config:
 
   @classmethod
   def quick(cls, **overrides) -> "Config":
-    """The small preset (about a minute): three shallow, narrow nets, one seed, 30 steps."""
+    """The small preset (about a minute): three shallow, narrow nets, one seed, 30 steps
+    (the transformer, when named, at depth 2, width 16, 30 steps)."""
     return cls(**{"models": ("tanh_mlp_0.5", "eqx_mlp", "rnn"), "width": 16,
                   "channels": 4, "mlp_depth": 8, "conv_depth": 4, "cnn_depth": 20,
                   "eqx_depth": 4, "rnn_steps": 16, "crit_batch": 32, "steps": 30,
-                  "cnn_steps": 30,
+                  "cnn_steps": 30, "tf_depth": 2, "tf_width": 16, "tf_steps": 30,
                   "seeds": (0,), **overrides})
 
   @classmethod
@@ -140,8 +170,10 @@ class Config:
 
 
 def applies(model: str, method: str) -> bool:
-  """Whether ``method`` applies to ``model`` (theory: jaxbp's families; DKS/TAT:
-  the chains of fresh weights, where the package defines the transform)."""
+  """Whether ``method`` applies to ``model`` (theory: jaxbp's families without skips
+  or normalisation; DKS/TAT: the chains of fresh weights, where the package defines
+  the transform; neither for the RNN's shared weight or the transformer's attention
+  and LayerNorm)."""
   spec = models.SPECS[model]
   if method == "theory":
     return spec.theory is not None
@@ -168,6 +200,8 @@ def _compiled(config: Config, model: str, transform):
     name = dict(models.SPECS[model].transforms)[transform]
     fn = dks_.transformed(name, transform, models.build(model, config).depth)
   net = models.build(model, config, fn)
+  if model == TRANSFORMER:
+    return _transformer_bundle(config, net)
 
   def loss_fn(params, x, y):
     return _xent(net.apply(params, x), y)
@@ -202,6 +236,40 @@ def _compiled(config: Config, model: str, transform):
   return net, loss_fn, eqx.filter_jit(functools.partial(inspect, loss_fn)), train, evaluate
 
 
+def _transformer_bundle(config: Config, net):
+  """The transformer's bundle: transformer_train's token loss, Adam loop and
+  evaluation. ``train`` ignores its data and key: the stream is fixed."""
+  tnet = models.transformer(config)
+  loss_fn = functools.partial(_tt.token_loss, tnet)
+  train_key = _tf_keys()[0]
+
+  def train(params, x, y, key):
+    del x, y, key
+    params, losses = _tt.train_loop(params, train_key, net=tnet,
+                                    tx=_tt.adam(config.tf_learning_rate, 0),
+                                    steps=config.tf_steps, batch=config.batch_size,
+                                    length=models.TF_LENGTH, vocab=models.TF_VOCAB)
+    return params, losses, jnp.all(jnp.isfinite(losses))
+
+  evaluate = functools.partial(_tt.evaluate, tnet)
+  return net, loss_fn, eqx.filter_jit(functools.partial(inspect, loss_fn)), train, evaluate
+
+
+def _tf_keys():
+  """``(train, test, measure)`` keys: transformer_train's train stream and test set
+  at its data seed 0, and a third key for the batch LSUV and criticalize measure on."""
+  root = jax.random.PRNGKey(0)
+  return tuple(jax.random.fold_in(root, i) for i in (1, 0, 2))
+
+
+@functools.lru_cache(maxsize=None)
+def _reversal_data(crit_batch: int):
+  """The transformer's fixed measuring batch (``x``, ``y``) and test set."""
+  _, test_key, measure_key = _tf_keys()
+  x, y = _tt.reversal(measure_key, crit_batch, models.TF_LENGTH, models.TF_VOCAB)
+  return (x, y) + _tt.reversal(test_key, TF_TEST, models.TF_LENGTH, models.TF_VOCAB)
+
+
 @functools.lru_cache(maxsize=None)
 def _data_for(task: str, rnn_steps: int, normalised: bool):
   d = _data.digits()
@@ -230,8 +298,9 @@ def _criticalize(loss_fn, params, x, y, target, config):
 def run_one(config: Config, model: str, method: str, seed: int) -> dict:
   """One run: the init by ``method``, its gradient flow, training, test accuracy."""
   net, loss_fn, inspect_fn, train, evaluate = _bundle(config, model, method)
-  x, y, x_test, y_test = _data_for(models.SPECS[model].task, config.rnn_steps,
-                                   method in dks_.METHODS)
+  task = models.SPECS[model].task
+  x, y, x_test, y_test = (_reversal_data(config.crit_batch) if task == "reversal" else
+                          _data_for(task, config.rnn_steps, method in dks_.METHODS))
   xb, yb = x[:config.crit_batch], y[:config.crit_batch]
   init_key, batch_key = jax.random.split(jax.random.PRNGKey(seed))
   record = {"seconds_method": 0.0}
@@ -279,12 +348,16 @@ def _info_summary(info) -> dict:
 
 
 def keys(config: Config):
-  """One key per (model, method, seed), the methods that apply only."""
+  """One key per (model, method, seed), the methods that apply only. The
+  transformer's fields are in the transformer's keys only, so that the other
+  models' keys, and their stored runs, do not depend on them."""
   common = {"study": "criticalize", "version": VERSION, "x64": bool(jax.config.jax_enable_x64),
             **{k: v for k, v in config.to_dict().items() if k not in ("models", "methods",
-                                                                      "seeds")}}
-  return [dict(common, model=m, method=k, seed=s) for m in config.models
-          for k in config.methods if applies(m, k) for s in config.seeds]
+                                                                      "seeds") + TF_FIELDS}}
+  tf = {k: getattr(config, k) for k in TF_FIELDS}
+  return [dict(common, **(tf if m == TRANSFORMER else {}), model=m, method=k, seed=s)
+          for m in config.models for k in config.methods if applies(m, k)
+          for s in config.seeds]
 
 
 
