@@ -19,7 +19,7 @@ and differentiates once with respect to the params and the probes:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -70,17 +70,70 @@ def path_str(path) -> str:
   return "/".join(_key(k) for k in path)
 
 
-def _is_array(leaf) -> bool:
+def is_array(leaf) -> bool:
+  """An array leaf (what the data args pass as data)."""
   return isinstance(leaf, (jax.Array, np.ndarray, np.generic))
 
 
-def _is_float(leaf) -> bool:
-  return _is_array(leaf) and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+def is_float(leaf) -> bool:
+  """A floating-point array leaf: what inspect differentiates and criticalize may scale."""
+  return is_array(leaf) and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+
+
+class FlatCall(NamedTuple):
+  """``loss_fn(params, *args)`` as ``fn(w, x)`` of two flat lists: ``w`` the float
+  leaves of the params (at positions ``wrt`` among all its ``leaves``, named by
+  ``names``), ``x`` the array leaves of the args (at positions ``data``); every
+  other leaf is held as given."""
+  fn: Callable
+  leaves: list
+  treedef: Any
+  wrt: list
+  names: list
+  arg_leaves: list
+  data: list
+
+  def spec(self):
+    """Abstract ``(w, x)`` for tracing ``fn``."""
+    s = lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
+    return ([s(self.leaves[k][1]) for k in self.wrt], [s(self.arg_leaves[k]) for k in self.data])
+
+
+def flat_call(loss_fn: Callable[..., Any], params, args, where: str) -> FlatCall:
+  """Splits ``params`` and ``args`` into the leaves that are traced and those held
+  fixed (:class:`FlatCall`); shared by :func:`inspect` and :func:`jaxbp.criticalize`
+  so both see the same leaves in the same order.
+
+  Raises:
+    TypeError: the params have no floating-point array leaf.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  wrt = [k for k, (_, leaf) in enumerate(leaves) if is_float(leaf)]
+  if not wrt:
+    raise TypeError(
+        f"{where}: the params have no floating-point array leaf "
+        f"(their leaves: {_shapes(params)}). Pass the model's weights, e.g. flax "
+        "variables, nnx.split(model)[1] or an equinox module, as the first argument.")
+  names = [path_str(leaves[k][0]) or "params" for k in wrt]
+  arg_leaves, arg_def = jax.tree_util.tree_flatten(args)
+  data = [k for k, leaf in enumerate(arg_leaves) if is_array(leaf)]
+
+  def fn(w, x):
+    full = [leaf for _, leaf in leaves]
+    for k, v in zip(wrt, w):
+      full[k] = v
+    a = list(arg_leaves)
+    for k, v in zip(data, x):
+      a[k] = v
+    return loss_fn(jax.tree_util.tree_unflatten(treedef, full),
+                   *jax.tree_util.tree_unflatten(arg_def, a))
+
+  return FlatCall(fn, leaves, treedef, wrt, names, arg_leaves, data)
 
 
 def _shapes(tree) -> str:
   return str(jax.tree_util.tree_map(
-      lambda a: f"{jnp.result_type(a)}{list(np.shape(a))}" if _is_array(a) else type(a).__name__,
+      lambda a: f"{jnp.result_type(a)}{list(np.shape(a))}" if is_array(a) else type(a).__name__,
       tree))
 
 
@@ -135,37 +188,20 @@ def inspect_with_grads(loss_fn: Callable[..., Any], params, *args, has_aux: bool
   ``jax.value_and_grad(..., has_aux=True)``) and the result is
   ``(report, grads, aux)``: a training loop keeps the model's output for its
   accuracy without a second forward pass."""
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-  wrt = [k for k, (_, leaf) in enumerate(leaves) if _is_float(leaf)]
-  if not wrt:
-    raise TypeError(
-        "jaxbp.inspect: the params have no floating-point array leaf to differentiate "
-        f"(their leaves: {_shapes(params)}). Pass the model's weights, e.g. flax "
-        "variables, nnx.split(model)[1] or an equinox module, as the first argument.")
-  names = [path_str(leaves[k][0]) or "params" for k in wrt]
-  arg_leaves, arg_def = jax.tree_util.tree_flatten(args)
-  data = [k for k, leaf in enumerate(arg_leaves) if _is_array(leaf)]
+  flat = flat_call(loss_fn, params, args, "jaxbp.inspect")
+  leaves, treedef, wrt, names = flat.leaves, flat.treedef, flat.wrt, flat.names
 
   def flat_fn(w, x):
-    full = [leaf for _, leaf in leaves]
-    for k, v in zip(wrt, w):
-      full[k] = v
-    a = list(arg_leaves)
-    for k, v in zip(data, x):
-      a[k] = v
-    out = loss_fn(jax.tree_util.tree_unflatten(treedef, full),
-                  *jax.tree_util.tree_unflatten(arg_def, a))
+    out = flat.fn(w, x)
     if has_aux and not (isinstance(out, (tuple, list)) and len(out) == 2):
       raise TypeError("jaxbp.inspect: with has_aux=True, loss_fn must return a pair "
                       f"(loss, aux), got {type(out).__name__}.")
     return out
 
   w0 = [leaves[k][1] for k in wrt]
-  x0 = [arg_leaves[k] for k in data]
-  spec = lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
+  x0 = [flat.arg_leaves[k] for k in flat.data]
   try:
-    closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(
-        [spec(a) for a in w0], [spec(a) for a in x0])
+    closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*flat.spec())
   except (TypeError, ValueError) as err:
     # JAX's own errors (a tracer used as a bool, say) take a tracer, not a message, in
     # their constructors: re-raise those as the builtin class they derive from.
@@ -216,7 +252,7 @@ def inspect_with_grads(loss_fn: Callable[..., Any], params, *args, has_aux: bool
   grad_sq = {n: jnp.sum(jnp.square(g)) for n, g in zip(names, grads)}
   # Fixed numeric leaves (step counters, int buffers) get zero gradients, so an
   # optimiser leaves them be; PRNG keys and non-arrays pass through as they are.
-  full = [jnp.zeros_like(leaf) if _is_array(leaf) and jnp.issubdtype(leaf.dtype, jnp.number)
+  full = [jnp.zeros_like(leaf) if is_array(leaf) and jnp.issubdtype(leaf.dtype, jnp.number)
           else leaf for _, leaf in leaves]
   for k, g in zip(wrt, grads):
     full[k] = g

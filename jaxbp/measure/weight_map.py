@@ -24,7 +24,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 import jaxbp.measure.probing as probing
-from jaxbp.measure.inspect import path_str
+from jaxbp.measure.inspect import flat_call
 from jaxbp.measure.sites import (CALLS, CUSTOM, LAYER_PRIMITIVES, REMAT, Flag, Nested, Notes,
                                  Plan, Site, sub_jaxpr)
 
@@ -44,15 +44,6 @@ class Src(NamedTuple):
   leaf: int
   levels: tuple
   intact: bool
-
-
-def is_array(leaf) -> bool:
-  return isinstance(leaf, (jax.Array, np.ndarray, np.generic))
-
-
-def is_float(leaf) -> bool:
-  """A floating-point array leaf: what inspect differentiates and criticalize may scale."""
-  return is_array(leaf) and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
 
 
 MIXED = "mixed"  # derived from the params, but not a view of one leaf
@@ -174,34 +165,14 @@ class Layout(NamedTuple):
 def layout(loss_fn, params, args, where: str) -> Layout:
   """Traces ``loss_fn(params, *args)`` as :func:`jaxbp.inspect` does and maps
   every layer it finds to its scale group."""
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-  wrt = [k for k, (_, leaf) in enumerate(leaves) if is_float(leaf)]
-  if not wrt:
-    raise TypeError(f"{where}: the params have no floating-point array leaf to rescale. "
-                    "Pass the model's weights (flax variables, nnx.split(model)[1], an "
-                    "equinox module's arrays) as the first argument.")
-  names = [path_str(leaves[k][0]) or "params" for k in wrt]
-  arg_leaves, arg_def = jax.tree_util.tree_flatten(args)
-  data = [k for k, leaf in enumerate(arg_leaves) if is_array(leaf)]
-
-  def flat_fn(w, x):
-    full = [leaf for _, leaf in leaves]
-    for k, v in zip(wrt, w):
-      full[k] = v
-    a = list(arg_leaves)
-    for k, v in zip(data, x):
-      a[k] = v
-    return loss_fn(jax.tree_util.tree_unflatten(treedef, full),
-                   *jax.tree_util.tree_unflatten(arg_def, a))
-
-  spec = lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
-  closed = jax.make_jaxpr(flat_fn)([spec(leaves[k][1]) for k in wrt],
-                                   [spec(arg_leaves[k]) for k in data])
-  in_flags = ([Flag(param=True, origin=frozenset([k])) for k in range(len(wrt))]
-              + [Flag(data=True)] * len(data))
-  plan, _ = probing.analyse(closed.jaxpr, in_flags, names, Notes())
+  flat = flat_call(loss_fn, params, args, where)
+  closed = jax.make_jaxpr(flat.fn)(*flat.spec())
+  in_flags = ([Flag(param=True, origin=frozenset([k])) for k in range(len(flat.wrt))]
+              + [Flag(data=True)] * len(flat.data))
+  plan, _ = probing.analyse(closed.jaxpr, in_flags, flat.names, Notes())
   found: dict = {}
-  sources(closed.jaxpr, plan, [Src(k, (), True) for k in range(len(wrt))] + [None] * len(data),
+  sources(closed.jaxpr, plan,
+          [Src(k, (), True) for k in range(len(flat.wrt))] + [None] * len(flat.data),
           found)
   found_rows = rows(plan, found)
   if not found_rows:
@@ -233,7 +204,7 @@ def layout(loss_fn, params, args, where: str) -> Layout:
       grp.append(j)
   return Layout(tuple(f"{r.name} · {r.kind}" for r in found_rows), tuple(r.kind for r in found_rows),
                 row_group, groups, np.array(prev, np.int32), np.array(row, np.int32),
-                np.array(grp, np.int32), tuple(wrt))
+                np.array(grp, np.int32), tuple(flat.wrt))
 
 
 def apply(lay: Layout, params, log_s2):
