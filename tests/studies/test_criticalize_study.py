@@ -2,6 +2,7 @@
 maps computed here by quadrature, its models' inits, and a tiny run that writes every
 file and resumes."""
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import pytest
 from jaxbp import io as results
 from jaxbp.studies import criticalize_dks as dks_
 from jaxbp.studies import criticalize_models as models
+from jaxbp.studies import criticalize_report as _report
 from jaxbp.studies import criticalize_study as study
 from jaxbp.theory import meanfield
 
@@ -39,8 +41,10 @@ def _leaky_c_map(c, slope):
     ({"momentum": 1.0}, ["momentum", "[0, 1)"]),
     ({"seeds": ()}, ["seeds", "non-empty"]),
     ({"seed": 3}, ["unknown config keys", "seed"]),
+    ({"tf_width": 18}, ["tf_width", "multiple", "4 heads", "18"]),
+    ({"tf_learning_rate": 0.0}, ["tf_learning_rate", "> 0"]),
 ], ids=["model", "no_models", "methods_str", "method", "width", "rnn_steps", "sigma_b2", "tol",
-        "momentum", "seeds", "unknown"])
+        "momentum", "seeds", "unknown", "tf_width", "tf_lr"])
 def test_bad_config_names_the_field(fields, words):
   with pytest.raises(ValueError) as e:
     study.Config.from_dict(fields)
@@ -58,6 +62,22 @@ def test_which_methods_apply_and_the_keys():
   assert {m for mo, m, _ in got if mo == "rnn"} == {"default", "lsuv", "criticalize", "theory"}
   assert {m for mo, m, _ in got if mo == "eqx_mlp"} == {"default", "lsuv", "criticalize", "dks",
                                                         "tat"}
+
+
+def test_transformer_runs_default_lsuv_criticalize_and_only_its_keys_hold_its_fields():
+  config = study.Config(models=("rnn", "post_ln_transformer"), seeds=(0,))
+  got = study.keys(config)
+  tf = [k for k in got if k["model"] == "post_ln_transformer"]
+  assert [k["method"] for k in tf] == ["default", "lsuv", "criticalize"]
+  assert {k["tf_depth"] for k in tf} == {48} and {k["tf_learning_rate"] for k in tf} == {5e-4}
+  # The other models' keys (and so their stored runs) do not depend on the
+  # transformer's fields.
+  others = [k for k in got if k["model"] != "post_ln_transformer"]
+  assert others and not any(f in k for k in others for f in study.TF_FIELDS)
+  moved = study.keys(study.Config(models=("rnn",), seeds=(0,), tf_depth=3))
+  assert moved == others
+  with pytest.raises(ValueError, match="no theory-critical"):
+    models.build("post_ln_transformer", config).init(jax.random.PRNGKey(0), "theory")
 
 
 def test_sequence_inputs_are_the_rows_then_blanks():
@@ -173,3 +193,27 @@ def test_tiny_run_writes_every_file_and_resumes(tmp_path):
   assert again["rows"] == out["rows"]
   with pytest.raises(ValueError, match="another config"):
     study.run(study.Config.quick(**{**TINY, "steps": 6}), str(tmp_path))
+
+
+@pytest.mark.slow
+def test_tiny_transformer_runs_and_reports_its_task():
+  # Depth 2, width 16, 5 Adam steps: the flow is finite and the token accuracy a
+  # fraction; ~20 s, nearly all compilation (inspect, criticalize, the loop).
+  config = study.Config.quick(models=("post_ln_transformer",),
+                              methods=("default", "criticalize"), tf_depth=2, tf_width=16,
+                              tf_steps=5, crit_batch=16, max_iters=3)
+  key_list = study.keys(config)
+  with warnings.catch_warnings():   # 3 iterations are too few: layers off target
+    warnings.simplefilter("ignore", UserWarning)
+    records = [study.run_one(config, k["model"], k["method"], k["seed"]) for k in key_list]
+  for r in records:
+    flow = r["flow"]
+    assert flow["layers"] == 2 * 6 + 1   # q, k, v, o, FFN in and out per block; the readout
+    assert math.isfinite(flow["log_slope"]) and math.isfinite(flow["spread"])
+    assert np.all(np.isfinite(flow["ln_delta_sq"])) and 0 < flow["q_min"] <= flow["q_max"]
+    assert 0 <= r["test_accuracy"] <= 1 and 0 <= r["train_accuracy"] <= 1
+    assert r["status"] == "ok" and math.isfinite(r["test_loss"])
+  assert records[1]["info"]["iters"] >= 1 and records[1]["seconds_method"] > 0
+  text = _report.report(config, _report.summarise(key_list, records))
+  assert "| post_ln_transformer |" in text
+  assert "token reversal" in text and "Adam" in text and "lr 0.0005" in text
