@@ -29,6 +29,17 @@ has ``E[phi^2] / E[phi'^2] <= q`` (tanh's q then decays slowly with depth), and
 a ReLU chain at gain 1 keeps its q. A layer the guard holds back is reported as
 not reaching its target.
 
+The result is the best iterate, not the last one (for ``"gradient"`` the
+flattest profile, the smallest largest ``|ln delta_sq - mean|``; for
+``"forward"`` the smallest largest ``|ln q|``):
+the gain steps assume a layer's gain depends mostly on its own scale and the
+layers before it. Where it depends as much on the scales after it (a gelu chain
+whose batch has collapsed onto a few directions, so that each gain is a
+quadratic form over those few; parallel branches, as attention's q, k and v,
+which the execution-order chain pairs with each other) the steps need not
+converge, and what is returned is never further from the target, by that
+measure, than the params as given.
+
 ``target="forward"`` is LSUV (Mishkin & Matas 2016): every layer's ``q = 1``
 (their unit output variance of the pre-activation). LSUV scales one layer at a
 time, in data order, a forward pass per step; here every layer moves at once
@@ -52,7 +63,7 @@ import numpy as np
 
 import jaxbp.measure.weight_map as weight_map
 from jaxbp.core import checks
-from jaxbp.measure.inspect import inspect
+from jaxbp.measure.inspect import inspect, is_float
 from jaxbp.measure.report import LayerReport
 from jaxbp.measure.sites import LAYER_PRIMITIVES
 
@@ -76,7 +87,8 @@ class Criticalized(NamedTuple):
     reached: ``(L,)`` bool, whether the row met its target to ``tol``: its gain
       ``|ln(delta_sq[l-1] / delta_sq[l])| <= tol`` (a first layer: q in the start
       band), or for ``"forward"`` ``|ln q| <= tol``. True for rows without a scale.
-    iters: the number of updates made (at most ``max_iters``).
+    iters: the number of updates made (at most ``max_iters``); ``report`` and the
+      returned params are those of the best iterate among them.
     converged: every row reached its target.
   """
   report: LayerReport
@@ -151,7 +163,7 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
 
   has_pairs = np.zeros(G, bool)
   has_pairs[lay.pair_group] = True
-  floats = [leaf for leaf in jax.tree_util.tree_leaves(params) if weight_map.is_float(leaf)]
+  floats = [leaf for leaf in jax.tree_util.tree_leaves(params) if is_float(leaf)]
   dtype = jnp.promote_types(jnp.result_type(*floats), jnp.float32)
   lo = jnp.asarray(np.log(np.where(has_pairs, Q_GUARD[0], Q_START[0])), dtype)
   hi = jnp.asarray(np.log(np.where(has_pairs, Q_GUARD[1], Q_START[1])), dtype)
@@ -209,6 +221,21 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
     move = jnp.where(jnp.isfinite(move), move, 0.0).astype(dtype)
     return move, jnp.where(jnp.isnan(miss), jnp.inf, miss).astype(dtype)
 
+  def _score(rep, before, miss):
+    # How far an iterate is from the target, to keep the best: for "gradient" the
+    # spread of ln delta_sq about its mean (the flatness the target is for), over
+    # the rows that ran and had a gradient at the start (a dead ReLU layer stays
+    # dead); an under- or overflowed row makes it inf. For "forward", the largest miss.
+    if target != "gradient":
+      return jnp.max(miss)
+    taken = jnp.ones(len(lay.names), bool) if rep.taken is None else rep.taken
+    use = taken & (before.delta_sq > 0)
+    ld = jnp.log(rep.delta_sq)
+    ok = jnp.isfinite(ld)
+    mean = jnp.sum(jnp.where(use & ok, ld, 0.0)) / jnp.maximum(jnp.sum(use & ok), 1)
+    spread = jnp.max(jnp.where(use & ok, jnp.abs(ld - mean), 0.0))
+    return jnp.where(jnp.any(use & ~ok), jnp.inf, spread).astype(dtype)
+
   def measure(a):
     rep = inspect(loss_fn, weight_map.apply(lay, params, a), *args)
     if rep.names != lay.names:
@@ -219,11 +246,18 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
   def body(state):
     # Measure at a; stop there if the target is met or the steps are spent, else
     # take one Anderson-mixed step: a + f minus the part of it that the last
-    # MEMORY steps' changes of f explain (least squares).
-    a, before, _, it, _, dX, dF, a_prev, f_prev = state
+    # MEMORY steps' changes of f explain (least squares). The best iterate so far
+    # (_score) is kept: where the steps do not converge, the result is never
+    # worse, by that measure, than the best point visited, the params as given
+    # included.
+    a, before, _, it, _, dX, dF, a_prev, f_prev, best = state
     rep = measure(a)
     before = jax.tree_util.tree_map(lambda new, old: jnp.where(it == 0, new, old), rep, before)
     f, miss = residual(rep)
+    score = _score(rep, before, miss)
+    better = (it == 0) | (score < best[2]) | (jnp.max(miss) <= tol)
+    best = jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old),
+                                  (a, rep, score, miss), best)
     done = (jnp.max(miss) <= tol) | (it >= max_iters)
     slot = it % MEMORY
     dX = dX.at[slot].set(jnp.where(it > 0, a - a_prev, 0.0))
@@ -233,16 +267,17 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
     gamma = jnp.linalg.solve(gram, dF @ f)
     step = jnp.clip(f - (dX + dF).T @ gamma, -MAX_STEP, MAX_STEP)
     a_next = jnp.where(done, a, a + jnp.where(jnp.isfinite(step), step, 0.0))
-    return a_next, before, rep, it + jnp.where(done, 0, 1), (done, miss), dX, dF, a, f
+    return (a_next, before, rep, it + jnp.where(done, 0, 1), (done, miss), dX, dF, a, f,
+            best)
 
   a0 = jnp.zeros((G,), dtype)
   shape = jax.eval_shape(measure, a0)
   blank = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
   hist = jnp.zeros((MEMORY, G), dtype)
   state = (a0, blank, blank, jnp.asarray(0), (jnp.asarray(False), jnp.zeros((G,), dtype)),
-           hist, hist, a0, a0)
-  a, before, rep, iters, (_, miss) = jax.lax.while_loop(
-      lambda s: ~s[4][0], body, state)[:5]
+           hist, hist, a0, a0, (a0, blank, jnp.asarray(jnp.inf, dtype), jnp.zeros((G,), dtype)))
+  final = jax.lax.while_loop(lambda s: ~s[4][0], body, state)
+  before, iters, (a, rep, _, miss) = final[1], final[3], final[9]
   group_reached = jnp.concatenate([miss <= tol, jnp.ones((1,), bool)])
   scales = jnp.exp(0.5 * jnp.concatenate([a, jnp.full((1,), jnp.nan, dtype)]))[rg]
   info = Criticalized(rep, before, scales, group_reached[rg], iters, jnp.all(miss <= tol))
