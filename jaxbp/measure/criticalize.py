@@ -40,6 +40,18 @@ which the execution-order chain pairs with each other) the steps need not
 converge, and what is returned is never further from the target, by that
 measure, than the params as given.
 
+Profile descent (``target="gradient"`` only): where the gain steps end short of
+``tol``, what the target asks for, a flat ln delta_sq profile, is minimised
+directly: Adam on the log-scales, for at most ``descent_steps`` steps, of the L6
+mean of ``|ln delta_sq - mean|`` over the rows (a smooth stand-in for the
+largest), the q band a penalty. Each step differentiates an inspect pass
+(second order through the model), so it is several passes' cost; it needs no
+chain, so it also reaches layers the execution-order pairs describe badly. It
+stops once the profile is flat to :data:`DESCENT_DONE` nats, and the best
+iterate over both phases is returned. This is close to GradInit and MetaInit
+(Zhu et al. 2021, Dauphin & Schoenholz 2019), which also learn per-layer scales
+by gradient descent, there on a loss-decrease or curvature objective.
+
 ``target="forward"`` is LSUV (Mishkin & Matas 2016): every layer's ``q = 1``
 (their unit output variance of the pre-activation). LSUV scales one layer at a
 time, in data order, a forward pass per step; here every layer moves at once
@@ -51,6 +63,8 @@ References:
   Mishkin & Matas 2016, "All you need is a good init" (LSUV).
   Schoenholz et al. 2017, "Deep information propagation" (chi_1 = 1).
   Walker & Ni 2011, "Anderson acceleration for fixed-point iterations".
+  Zhu et al. 2021, "GradInit: learning to initialize neural networks".
+  Dauphin & Schoenholz 2019, "MetaInit: initializing learning by learning to initialize".
 """
 from __future__ import annotations
 
@@ -60,6 +74,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import jaxbp.measure.weight_map as weight_map
 from jaxbp.core import checks
@@ -72,6 +87,12 @@ Q_START = (1e-2, 1.0)   # q of the first layers (no gain to set them)
 Q_GUARD = (1e-4, 1e2)   # q no gain step pushes a later layer beyond
 MEMORY = 5              # Anderson mixing: iterations remembered
 MAX_STEP = 4.0          # most a step moves ln s^2 (a factor e^2 on s)
+DESCENT_RATE = 0.1      # Adam's step on ln s^2 in the profile descent
+DESCENT_BAND = 10.0     # weight of the q band's penalty there
+DESCENT_WARMUP = 50     # steps of a linear warm-up: Adam's first steps are
+                        # lr * sign(g) on every layer at once, which moves q by
+                        # e^(lr * depth) where the gains are balanced on an edge
+DESCENT_DONE = 0.25     # nats: a profile this flat ends the descent
 _WHERE = "jaxbp.criticalize"
 
 
@@ -87,8 +108,9 @@ class Criticalized(NamedTuple):
     reached: ``(L,)`` bool, whether the row met its target to ``tol``: its gain
       ``|ln(delta_sq[l-1] / delta_sq[l])| <= tol`` (a first layer: q in the start
       band), or for ``"forward"`` ``|ln q| <= tol``. True for rows without a scale.
-    iters: the number of updates made (at most ``max_iters``); ``report`` and the
-      returned params are those of the best iterate among them.
+    iters: the number of updates made: gain steps (at most ``max_iters``) and,
+      for ``"gradient"``, profile-descent steps (at most ``descent_steps``);
+      ``report`` and the returned params are those of the best iterate.
     converged: every row reached its target.
   """
   report: LayerReport
@@ -106,7 +128,7 @@ def _segment_mean(values, weights, ids, n):
 
 
 def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradient",
-                max_iters: int = 20, tol: float = 0.01):
+                max_iters: int = 20, tol: float = 0.01, descent_steps: int = 300):
   """Rescales each layer's weight so that gradients neither vanish nor explode.
 
   Args:
@@ -120,6 +142,9 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
     max_iters: the most updates (one :func:`inspect` pass each).
     tol: the target is met where ``|ln gain| <= tol`` (``|ln q|`` for "forward")
       at every layer; the loop stops there.
+    descent_steps: for ``"gradient"``, where the gain steps end short of ``tol``,
+      the most Adam steps of the profile descent that follows (0: none); each
+      differentiates one :func:`inspect` pass (see the module docstring).
 
   Returns:
     ``(new_params, info)``: ``new_params`` has the structure, dtypes and shapes of
@@ -148,6 +173,7 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
   checks.one_of(target, TARGETS, "target", _WHERE)
   max_iters = checks.positive_int(max_iters, "max_iters", _WHERE)
   tol = checks.positive(tol, "tol", _WHERE)
+  descent_steps = checks.int_at_least(descent_steps, 0, "descent_steps", _WHERE)
   lay = weight_map.layout(loss_fn, params, args, _WHERE)
   G = len(lay.groups)
   loose = [n for n, k, g in zip(lay.names, lay.kinds, lay.row_group)
@@ -221,20 +247,26 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
     move = jnp.where(jnp.isfinite(move), move, 0.0).astype(dtype)
     return move, jnp.where(jnp.isnan(miss), jnp.inf, miss).astype(dtype)
 
-  def _score(rep, before, miss):
-    # How far an iterate is from the target, to keep the best: for "gradient" the
-    # spread of ln delta_sq about its mean (the flatness the target is for), over
-    # the rows that ran and had a gradient at the start (a dead ReLU layer stays
-    # dead); an under- or overflowed row makes it inf. For "forward", the largest miss.
-    if target != "gradient":
-      return jnp.max(miss)
+  def profile(rep, before):
+    # ln delta_sq's distance from its mean over the rows that ran and had a
+    # gradient at the start (a dead ReLU layer stays dead; 0 elsewhere); ok is
+    # False where one of them under- or overflowed.
     taken = jnp.ones(len(lay.names), bool) if rep.taken is None else rep.taken
     use = taken & (before.delta_sq > 0)
-    ld = jnp.log(rep.delta_sq)
-    ok = jnp.isfinite(ld)
-    mean = jnp.sum(jnp.where(use & ok, ld, 0.0)) / jnp.maximum(jnp.sum(use & ok), 1)
-    spread = jnp.max(jnp.where(use & ok, jnp.abs(ld - mean), 0.0))
-    return jnp.where(jnp.any(use & ~ok), jnp.inf, spread).astype(dtype)
+    ld = jnp.log(jnp.maximum(rep.delta_sq, jnp.finfo(dtype).tiny))
+    ok = ~jnp.any(use & ~((rep.delta_sq > 0) & jnp.isfinite(rep.delta_sq)))
+    n = jnp.maximum(jnp.sum(use), 1)
+    dev = jnp.where(use, ld - jnp.sum(jnp.where(use, ld, 0.0)) / n, 0.0)
+    return dev, use, ok
+
+  def _score(rep, before, miss):
+    # How far an iterate is from the target, to keep the best: for "gradient" the
+    # flatness the target is for, the largest |ln delta_sq - mean| (inf where a
+    # row under- or overflowed). For "forward", the largest miss.
+    if target != "gradient":
+      return jnp.max(miss)
+    dev, _, ok = profile(rep, before)
+    return jnp.where(ok, jnp.max(jnp.abs(dev)), jnp.inf).astype(dtype)
 
   def measure(a):
     rep = inspect(loss_fn, weight_map.apply(lay, params, a), *args)
@@ -270,6 +302,45 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
     return (a_next, before, rep, it + jnp.where(done, 0, 1), (done, miss), dX, dF, a, f,
             best)
 
+  def flatness(a, before):
+    # The descent's objective: the L6 mean of ln delta_sq's distance from its mean
+    # (near the largest, which the target bounds, yet smooth), plus the q band as
+    # a penalty.
+    rep = measure(a)
+    dev, use, _ = profile(rep, before)
+    taken = jnp.ones(len(lay.names), bool) if rep.taken is None else rep.taken
+    flat = (jnp.sum(dev ** 6) / jnp.maximum(jnp.sum(use), 1)) ** (1 / 3)
+    q_g, _ = _segment_mean(rep.q, taken, rg, G + 1)
+    lq = jnp.log(jnp.maximum(q_g[:G], jnp.finfo(dtype).tiny))
+    band = jnp.sum(jax.nn.relu(lq - hi) ** 2 + jax.nn.relu(lo - lq) ** 2)
+    return (flat + DESCENT_BAND * band).astype(dtype), rep
+
+  def _descend(best, before, iters):
+    # Adam on ln s^2 from the best gain iterate, keeping the best by the same
+    # _score; it stops early once the profile is flat to DESCENT_DONE nats.
+    opt = optax.adam(optax.linear_schedule(0.0, DESCENT_RATE, DESCENT_WARMUP))
+    grad = jax.value_and_grad(flatness, has_aux=True)
+
+    def step(state):
+      a, opt_state, k, best = state
+      (_, rep), g = grad(a, before)
+      _, miss = residual(rep)
+      score = _score(rep, before, miss)
+      better = score < best[2]
+      best = jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old),
+                                    (a, rep, score, miss), best)
+      g = jnp.where(jnp.isfinite(g), g, 0.0)
+      updates, opt_state = opt.update(g, opt_state)
+      return a + updates, opt_state, k + 1, best
+
+    def going(state):
+      return (state[2] < descent_steps) & (state[3][2] > DESCENT_DONE) & \
+          (jnp.max(state[3][3]) > tol)
+
+    a = best[0]
+    state = jax.lax.while_loop(going, step, (a, opt.init(a), jnp.asarray(0), best))
+    return state[3], iters + state[2]
+
   a0 = jnp.zeros((G,), dtype)
   shape = jax.eval_shape(measure, a0)
   blank = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
@@ -277,7 +348,14 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
   state = (a0, blank, blank, jnp.asarray(0), (jnp.asarray(False), jnp.zeros((G,), dtype)),
            hist, hist, a0, a0, (a0, blank, jnp.asarray(jnp.inf, dtype), jnp.zeros((G,), dtype)))
   final = jax.lax.while_loop(lambda s: ~s[4][0], body, state)
-  before, iters, (a, rep, _, miss) = final[1], final[3], final[9]
+  before, iters, best = final[1], final[3], final[9]
+  short = jnp.max(best[3]) > tol
+  # Run eagerly, the descent is built only where it is needed: it differentiates
+  # through inspect, and compiling that costs more than the gain steps' passes.
+  if target == "gradient" and descent_steps and (
+      isinstance(short, jax.core.Tracer) or bool(short)):
+    best, iters = _descend(best, before, iters)
+  a, rep, _, miss = best
   group_reached = jnp.concatenate([miss <= tol, jnp.ones((1,), bool)])
   scales = jnp.exp(0.5 * jnp.concatenate([a, jnp.full((1,), jnp.nan, dtype)]))[rg]
   info = Criticalized(rep, before, scales, group_reached[rg], iters, jnp.all(miss <= tol))
@@ -302,9 +380,15 @@ def _warn(lay, info: Criticalized, target: str, max_iters: int) -> None:
       why = "its output is 0 (q 0)"
     elif not Q_GUARD[0] <= q[r] <= Q_GUARD[1]:
       why = f"q {q[r]:.3g} is outside the band {Q_GUARD} that gain 1 would leave"
+    elif int(info.iters) > max_iters:
+      why = "its gain is not within tol after the gain steps and the profile descent"
     else:
       why = f"not within tol after {max_iters} iterations (raise max_iters)"
     reasons.append(f"{lay.names[r]}: {why}")
   more = f" and {len(missed) - 8} more" if len(missed) > 8 else ""
+  ld = np.log(delta_sq[delta_sq > 0])
+  profile = (f" The profile: log_slope {float(info.report.log_slope):.3g} nats/layer, "
+             f"ln delta_sq within {np.max(np.abs(ld - ld.mean())):.3g} nats of its mean."
+             if target == "gradient" and len(ld) else "")
   warnings.warn(f"{_WHERE}: {len(missed)} layer(s) did not reach the {target} target: "
-                + "; ".join(reasons) + more + ".", stacklevel=3)
+                + "; ".join(reasons) + more + "." + profile, stacklevel=3)
