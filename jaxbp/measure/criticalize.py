@@ -349,7 +349,7 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
            hist, hist, a0, a0, (a0, blank, jnp.asarray(jnp.inf, dtype), jnp.zeros((G,), dtype)))
   final = jax.lax.while_loop(lambda s: ~s[4][0], body, state)
   before, iters, best = final[1], final[3], final[9]
-  short = jnp.max(best[3]) > tol
+  short = (jnp.max(best[3]) > tol) & (best[2] > DESCENT_DONE)
   # Run eagerly, the descent is built only where it is needed: it differentiates
   # through inspect, and compiling that costs more than the gain steps' passes.
   if target == "gradient" and descent_steps and (
