@@ -292,3 +292,27 @@ def test_returns_the_best_iterate_where_the_steps_do_not_converge():
   fresh = jaxbp.inspect(loss, new, x, x[:, ::-1])
   np.testing.assert_allclose(fresh.delta_sq, info.report.delta_sq, rtol=1e-9)
   assert _spread(fresh) <= _spread(info.before) + 1e-9
+
+
+@pytest.mark.slow   # ~25 s: two criticalize calls, one with the second-order descent
+def test_profile_descent_flattens_a_gelu_chain_the_gain_steps_leave_tilted():
+  # gelu is not homogeneous: a layer's gain moves with the q of the layers before
+  # it, so on this draw the 20 gain steps end with a slope of -0.02 nats/layer.
+  import equinox as eqx
+  import optax
+  mlp = eqx.nn.MLP(16, 10, 48, 30, activation=jax.nn.gelu, key=jax.random.PRNGKey(2))
+  params, static = eqx.partition(mlp, eqx.is_inexact_array)
+  x = jnp.abs(jax.random.normal(jax.random.PRNGKey(12), (64, 16)))
+  y = jnp.arange(64) % 10
+  loss = lambda p, x, y: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+      jax.vmap(eqx.combine(p, static))(x), y))
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    gains_only, _ = jaxbp.criticalize(loss, params, x, y, descent_steps=0)
+  assert abs(float(jaxbp.inspect(loss, gains_only, x, y).log_slope)) > SLOPE
+  with pytest.warns(UserWarning, match="profile descent"):
+    new, info = jaxbp.criticalize(loss, params, x, y)
+  _check_tree(params, new)
+  assert int(info.iters) > 20
+  slope, spread = _flow(jaxbp.inspect(loss, new, x, y))
+  assert abs(slope) <= SLOPE and spread <= SPREAD, (slope, spread)
