@@ -32,11 +32,11 @@ not reaching its target.
 The result is the best iterate, not the last one (for ``"gradient"`` the
 flattest profile, the smallest largest ``|ln delta_sq - mean|``; for
 ``"forward"`` the smallest largest ``|ln q|``):
-the gain steps assume a layer's gain depends mostly on its own scale and the
-layers before it. Where it depends as much on the scales after it (a gelu chain
-whose batch has collapsed onto a few directions, so that each gain is a
-quadratic form over those few; parallel branches, as attention's q, k and v,
-which the execution-order chain pairs with each other) the steps need not
+the gain steps assume a layer's gain depends mostly on its own scale. Where it
+moves as much with the other layers' scales (a gelu chain, whose E[phi'^2]
+doubles between small and large q, so that a common excess of scale compounds
+through the q of every later layer; parallel branches, as attention's q, k and
+v, which the execution-order chain pairs with each other) the steps need not
 converge, and what is returned is never further from the target, by that
 measure, than the params as given.
 
