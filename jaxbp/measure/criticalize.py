@@ -259,6 +259,10 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
     dev = jnp.where(use, ld - jnp.sum(jnp.where(use, ld, 0.0)) / n, 0.0)
     return dev, use, ok
 
+  def keep(better, new, best):
+    # The best iterate so far, (a, report, score, miss), replaced where better.
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(better, n, o), new, best)
+
   def _score(rep, before, miss):
     # How far an iterate is from the target, to keep the best: for "gradient" the
     # flatness the target is for, the largest |ln delta_sq - mean| (inf where a
@@ -287,9 +291,8 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
     before = jax.tree_util.tree_map(lambda new, old: jnp.where(it == 0, new, old), rep, before)
     f, miss = residual(rep)
     score = _score(rep, before, miss)
-    better = (it == 0) | (score < best[2]) | (jnp.max(miss) <= tol)
-    best = jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old),
-                                  (a, rep, score, miss), best)
+    best = keep((it == 0) | (score < best[2]) | (jnp.max(miss) <= tol),
+                (a, rep, score, miss), best)
     done = (jnp.max(miss) <= tol) | (it >= max_iters)
     slot = it % MEMORY
     dX = dX.at[slot].set(jnp.where(it > 0, a - a_prev, 0.0))
@@ -326,9 +329,7 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
       (_, rep), g = grad(a, before)
       _, miss = residual(rep)
       score = _score(rep, before, miss)
-      better = score < best[2]
-      best = jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old),
-                                    (a, rep, score, miss), best)
+      best = keep(score < best[2], (a, rep, score, miss), best)
       g = jnp.where(jnp.isfinite(g), g, 0.0)
       updates, opt_state = opt.update(g, opt_state)
       return a + updates, opt_state, k + 1, best

@@ -133,6 +133,8 @@ def test_no_layer_is_an_error_and_bad_arguments_are_named():
     jaxbp.criticalize(loss_fn, mlp, x, target="backward")
   with pytest.raises(ValueError, match="max_iters"):
     jaxbp.criticalize(loss_fn, mlp, x, max_iters=0)
+  with pytest.raises(ValueError, match="descent_steps"):
+    jaxbp.criticalize(loss_fn, mlp, x, descent_steps=-1)
   with pytest.raises(ValueError, match="tol"):
     jaxbp.criticalize(loss_fn, mlp, x, tol=-1.0)
 
