@@ -128,7 +128,7 @@ def _segment_mean(values, weights, ids, n):
 
 
 def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradient",
-                max_iters: int = 20, tol: float = 0.01, descent_steps: int = 300):
+                max_iters: int = 20, tol: float = 0.01, descent_steps: int = 1000):
   """Rescales each layer's weight so that gradients neither vanish nor explode.
 
   Args:
@@ -144,7 +144,9 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
       at every layer; the loop stops there.
     descent_steps: for ``"gradient"``, where the gain steps end short of ``tol``,
       the most Adam steps of the profile descent that follows (0: none); each
-      differentiates one :func:`inspect` pass (see the module docstring).
+      differentiates one :func:`inspect` pass (see the module docstring). The
+      default leaves room for a slow draw: on five seeds of a depth-50 gelu MLP
+      the descent met the target within 300 steps on four, within 900 on the fifth.
 
   Returns:
     ``(new_params, info)``: ``new_params`` has the structure, dtypes and shapes of

@@ -318,3 +318,22 @@ def test_profile_descent_flattens_a_gelu_chain_the_gain_steps_leave_tilted():
   assert int(info.iters) > 20
   slope, spread = _flow(jaxbp.inspect(loss, new, x, y))
   assert abs(slope) <= SLOPE and spread <= SPREAD, (slope, spread)
+
+
+def test_rnn_input_row_is_the_sum_of_the_recurrent_rows():
+  # Why no rescaling can bring an RNN's profile within SPREAD of its mean:
+  # W_in's z (x @ W_in + b, one matmul over all T steps) feeds step t's z_t, so
+  # its delta_sq is the sum of the T recurrent rows'. Were those within 1 nat of
+  # the mean m, it would be at least T e^(m-1), ln T - 1 above m: 1.5 nats at T = 12.
+  T = 12
+  rnn = jaxbp.RNN(input_size=3, hidden_size=10, output_size=2)
+  params = rnn.init(jax.random.PRNGKey(4), init="lecun")
+  params = params._replace(b=0.1 * jnp.ones(10))
+  x = jax.random.normal(jax.random.PRNGKey(5), (6, T, 3))
+  y = jax.random.normal(jax.random.PRNGKey(6), (6, 2))
+  report = jaxbp.inspect(jaxbp.objective(rnn, "mse"), params, x, y)
+  assert report.names[0] == "W_in · dot_general" and report.names[T] == f"W[{T - 1}] · dot_general"
+  d = np.asarray(report.delta_sq)
+  assert np.all(d[1:T + 1] > 0)
+  np.testing.assert_allclose(d[0], np.sum(d[1:T + 1]), rtol=1e-10)
+  assert np.log(d[0]) - np.mean(np.log(d)) > 1.0
