@@ -375,23 +375,30 @@ def _warn(lay, info: Criticalized, target: str, max_iters: int) -> None:
   missed = np.flatnonzero(~reached)
   if not len(missed):
     return
-  reasons = []
-  for r in missed[:8]:
+  # One line per reason, naming its first layers: after a profile descent most
+  # rows miss tol for the same reason, and fifty copies of it hide the others.
+  groups = {}
+  for r in missed:
     if target == "gradient" and not delta_sq[r] > 0:
       why = "no gradient reaches it (delta_sq 0: a dead ReLU layer, or unused by the loss)"
     elif target == "forward" and not q[r] > 0:
       why = "its output is 0 (q 0)"
     elif not Q_GUARD[0] <= q[r] <= Q_GUARD[1]:
-      why = f"q {q[r]:.3g} is outside the band {Q_GUARD} that gain 1 would leave"
+      why = f"q is outside the band {Q_GUARD} that gain 1 would leave"
     elif int(info.iters) > max_iters:
       why = "its gain is not within tol after the gain steps and the profile descent"
     else:
       why = f"not within tol after {max_iters} iterations (raise max_iters)"
-    reasons.append(f"{lay.names[r]}: {why}")
-  more = f" and {len(missed) - 8} more" if len(missed) > 8 else ""
+    groups.setdefault(why, []).append(r)
+  reasons = []
+  for why, rows in groups.items():
+    named = ", ".join(f"{lay.names[r]}" + (f" (q {q[r]:.3g})" if why.startswith("q ") else "")
+                      for r in rows[:4])
+    more = f" and {len(rows) - 4} more" if len(rows) > 4 else ""
+    reasons.append(f"{named}{more}: {why}")
   ld = np.log(delta_sq[delta_sq > 0])
   profile = (f" The profile: log_slope {float(info.report.log_slope):.3g} nats/layer, "
              f"ln delta_sq within {np.max(np.abs(ld - ld.mean())):.3g} nats of its mean."
              if target == "gradient" and len(ld) else "")
   warnings.warn(f"{_WHERE}: {len(missed)} layer(s) did not reach the {target} target: "
-                + "; ".join(reasons) + more + "." + profile, stacklevel=3)
+                + "; ".join(reasons) + "." + profile, stacklevel=3)
