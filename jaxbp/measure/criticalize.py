@@ -211,10 +211,14 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
     if np.sum(lay.row_group == g) == 1 and lay.row_group[p] >= 0:
       chained[g], prev_of[g] = True, p
 
+  def ran(rep):
+    # The rows that ran (a lax.cond branch not taken did not).
+    return jnp.ones(len(lay.names), bool) if rep.taken is None else rep.taken
+
   def residual(rep):
     # The step towards the target per group (0 there) and how far each group is
     # from it (inf where it cannot be measured: no delta, or q = 0).
-    taken = jnp.ones(len(lay.names), bool) if rep.taken is None else rep.taken
+    taken = ran(rep)
     q_g, _ = _segment_mean(rep.q, taken, rg, G + 1)
     lq = jnp.log(q_g[:G])
     if target == "gradient":
@@ -253,7 +257,7 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
     # ln delta_sq's distance from its mean over the rows that ran and had a
     # gradient at the start (a dead ReLU layer stays dead; 0 elsewhere); ok is
     # False where one of them under- or overflowed.
-    taken = jnp.ones(len(lay.names), bool) if rep.taken is None else rep.taken
+    taken = ran(rep)
     use = taken & (before.delta_sq > 0)
     ld = jnp.log(jnp.maximum(rep.delta_sq, jnp.finfo(dtype).tiny))
     ok = ~jnp.any(use & ~((rep.delta_sq > 0) & jnp.isfinite(rep.delta_sq)))
@@ -313,7 +317,7 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
     # a penalty.
     rep = measure(a)
     dev, use, _ = profile(rep, before)
-    taken = jnp.ones(len(lay.names), bool) if rep.taken is None else rep.taken
+    taken = ran(rep)
     flat = (jnp.sum(dev ** 6) / jnp.maximum(jnp.sum(use), 1)) ** (1 / 3)
     q_g, _ = _segment_mean(rep.q, taken, rg, G + 1)
     lq = jnp.log(jnp.maximum(q_g[:G], jnp.finfo(dtype).tiny))
