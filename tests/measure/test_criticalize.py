@@ -143,7 +143,9 @@ def test_no_layer_is_an_error_and_bad_arguments_are_named():
 def test_dead_relu_layer_is_named_in_a_warning():
   params, loss_fn = _dict_mlp(5, 16, 2.0, act=jax.nn.relu)
   params["l2"]["b"] = jnp.full(16, -100.0)       # layer 3's ReLU is off for every input
-  with pytest.warns(UserWarning, match=r"l0/W · dot_general, l1/W · dot_general, l2/W · dot_general[^;]*: no gradient reaches it"):
+  # The layers below the dead ReLU, named together with their reason.
+  dead = r"l0/W · dot_general, l1/W · dot_general, l2/W · dot_general[^;]*: no gradient reaches it"
+  with pytest.warns(UserWarning, match=dead):
     _, info = jaxbp.criticalize(loss_fn, params, X16)
   assert not bool(info.converged)
   assert not np.all(np.asarray(info.reached))
