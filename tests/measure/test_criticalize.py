@@ -268,7 +268,10 @@ def test_scales_match_critical_sigma_w2_at_width_512(act, sigma_b2):
   eff = np.asarray(info.scales) ** 2 * np.asarray(info.before.sigma_w2)
   hidden = eff[1:-1] / crit
   assert abs(np.median(hidden) - 1) <= 0.05, hidden
-  assert np.max(np.abs(hidden - 1)) <= 0.15, hidden  # one layer's finite-width draw
+  # Per layer, the 5% holds for tanh (3.8-4.8% over seeds 0-2). A relu
+  # layer's gain on a collapsed batch is its own draw (about its fraction of
+  # active units, relative s.d. 1/sqrt(512) = 4.4%): 10-11% there.
+  assert np.max(np.abs(hidden - 1)) <= (0.05 if act == "tanh" else 0.15), hidden
 
 
 def _spread(report):
