@@ -69,7 +69,7 @@ References:
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -78,8 +78,8 @@ import optax
 
 import jaxbp.measure.weight_map as weight_map
 from jaxbp.core import checks
+from jaxbp.measure.criticalized import WHERE, Criticalized, warn_missed
 from jaxbp.measure.inspect import inspect, is_float
-from jaxbp.measure.report import LayerReport
 from jaxbp.measure.sites import LAYER_PRIMITIVES
 
 TARGETS = ("gradient", "forward")
@@ -93,32 +93,7 @@ DESCENT_WARMUP = 50     # steps of a linear warm-up: Adam's first steps are
                         # lr * sign(g) on every layer at once, which moves q by
                         # e^(lr * depth) where the gains are balanced on an edge
 DESCENT_DONE = 0.25     # nats: a profile this flat ends the descent
-_WHERE = "jaxbp.criticalize"
-
-
-class Criticalized(NamedTuple):
-  """What :func:`criticalize` did, beside the new params.
-
-  Attributes:
-    report: the :class:`~jaxbp.measure.report.LayerReport` of the new params.
-    before: the report of the params as given.
-    scales: ``(L,)`` per report row, the factor its weight was multiplied by
-      (the same for rows that share a weight); nan for a row with no weight of
-      its own (a tap, a norm row, a weight built from several leaves).
-    reached: ``(L,)`` bool, whether the row met its target to ``tol``: its gain
-      ``|ln(delta_sq[l-1] / delta_sq[l])| <= tol`` (a first layer: q in the start
-      band), or for ``"forward"`` ``|ln q| <= tol``. True for rows without a scale.
-    iters: the number of updates made: gain steps (at most ``max_iters``) and,
-      for ``"gradient"``, profile-descent steps (at most ``descent_steps``);
-      ``report`` and the returned params are those of the best iterate.
-    converged: every row reached its target.
-  """
-  report: LayerReport
-  before: LayerReport
-  scales: jax.Array
-  reached: jax.Array
-  iters: jax.Array
-  converged: jax.Array
+_WHERE = WHERE
 
 
 def _segment_mean(values, weights, ids, n):
@@ -366,43 +341,5 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
   group_reached = jnp.concatenate([miss <= tol, jnp.ones((1,), bool)])
   scales = jnp.exp(0.5 * jnp.concatenate([a, jnp.full((1,), jnp.nan, dtype)]))[rg]
   info = Criticalized(rep, before, scales, group_reached[rg], iters, jnp.all(miss <= tol))
-  _warn(lay, info, target, max_iters)
+  warn_missed(lay.names, info, target, max_iters, Q_GUARD)
   return weight_map.apply(lay, params, a), info
-
-
-def _warn(lay, info: Criticalized, target: str, max_iters: int) -> None:
-  # Only on concrete results: under jit the caller reads info.reached.
-  if isinstance(info.reached, jax.core.Tracer):
-    return
-  reached = np.asarray(info.reached)
-  delta_sq, q = np.asarray(info.report.delta_sq), np.asarray(info.report.q)
-  missed = np.flatnonzero(~reached)
-  if not len(missed):
-    return
-  # One line per reason, naming its first layers: after a profile descent most
-  # rows miss tol for the same reason, and fifty copies of it hide the others.
-  groups = {}
-  for r in missed:
-    if target == "gradient" and not delta_sq[r] > 0:
-      why = "no gradient reaches it (delta_sq 0: a dead ReLU layer, or unused by the loss)"
-    elif target == "forward" and not q[r] > 0:
-      why = "its output is 0 (q 0)"
-    elif not Q_GUARD[0] <= q[r] <= Q_GUARD[1]:
-      why = f"q is outside the band {Q_GUARD} that gain 1 would leave"
-    elif int(info.iters) > max_iters:
-      why = "its gain is not within tol after the gain steps and the profile descent"
-    else:
-      why = f"not within tol after {max_iters} iterations (raise max_iters)"
-    groups.setdefault(why, []).append(r)
-  reasons = []
-  for why, rows in groups.items():
-    named = ", ".join(f"{lay.names[r]}" + (f" (q {q[r]:.3g})" if why.startswith("q ") else "")
-                      for r in rows[:4])
-    more = f" and {len(rows) - 4} more" if len(rows) > 4 else ""
-    reasons.append(f"{named}{more}: {why}")
-  ld = np.log(delta_sq[delta_sq > 0])
-  profile = (f" The profile: log_slope {float(info.report.log_slope):.3g} nats/layer, "
-             f"ln delta_sq within {np.max(np.abs(ld - ld.mean())):.3g} nats of its mean."
-             if target == "gradient" and len(ld) else "")
-  warnings.warn(f"{_WHERE}: {len(missed)} layer(s) did not reach the {target} target: "
-                + "; ".join(reasons) + "." + profile, stacklevel=3)
