@@ -93,7 +93,6 @@ DESCENT_WARMUP = 50     # steps of a linear warm-up: Adam's first steps are
                         # lr * sign(g) on every layer at once, which moves q by
                         # e^(lr * depth) where the gains are balanced on an edge
 DESCENT_DONE = 0.25     # nats: a profile this flat ends the descent
-_WHERE = WHERE
 
 
 def _segment_mean(values, weights, ids, n):
@@ -147,21 +146,21 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
   >>> bool(abs(info.report.log_slope) < 0.01)
   True
   """
-  checks.one_of(target, TARGETS, "target", _WHERE)
-  max_iters = checks.positive_int(max_iters, "max_iters", _WHERE)
-  tol = checks.positive(tol, "tol", _WHERE)
-  descent_steps = checks.int_at_least(descent_steps, 0, "descent_steps", _WHERE)
-  lay = weight_map.layout(loss_fn, params, args, _WHERE)
+  checks.one_of(target, TARGETS, "target", WHERE)
+  max_iters = checks.positive_int(max_iters, "max_iters", WHERE)
+  tol = checks.positive(tol, "tol", WHERE)
+  descent_steps = checks.int_at_least(descent_steps, 0, "descent_steps", WHERE)
+  lay = weight_map.layout(loss_fn, params, args, WHERE)
   G = len(lay.groups)
   loose = [n for n, k, g in zip(lay.names, lay.kinds, lay.row_group)
            if g < 0 and k in LAYER_PRIMITIVES]
   if G == 0:
     raise ValueError(
-        f"{_WHERE}: none of the {len(lay.names)} layer(s) found has a weight that is one "
+        f"{WHERE}: none of the {len(lay.names)} layer(s) found has a weight that is one "
         f"param leaf (or a slice of one) to rescale: {list(lay.names)[:5]}. A weight built "
         "from several leaves, or carried through a loop, has no single scale.")
   if loose:
-    warnings.warn(f"{_WHERE}: {len(loose)} layer(s) have a weight that is not one param "
+    warnings.warn(f"{WHERE}: {len(loose)} layer(s) have a weight that is not one param "
                   f"leaf and keep it as it is: {loose[:5]}.", stacklevel=2)
 
   has_pairs = np.zeros(G, bool)
@@ -256,7 +255,7 @@ def criticalize(loss_fn: Callable[..., Any], params, *args, target: str = "gradi
   def measure(a):
     rep = inspect(loss_fn, weight_map.apply(lay, params, a), *args)
     if rep.names != lay.names:
-      raise AssertionError(f"{_WHERE}: the layers found differ from inspect's rows: "
+      raise AssertionError(f"{WHERE}: the layers found differ from inspect's rows: "
                            f"{lay.names[:3]}... vs {rep.names[:3]}...")
     return rep
 

@@ -52,23 +52,23 @@ def warn_missed(names, info: Criticalized, target: str, max_iters: int, guard) -
   # rows miss tol for the same reason, and fifty copies of it hide the others.
   groups = {}
   for r in missed:
+    label = names[r]
     if target == "gradient" and not delta_sq[r] > 0:
       why = "no gradient reaches it (delta_sq 0: a dead ReLU layer, or unused by the loss)"
     elif target == "forward" and not q[r] > 0:
       why = "its output is 0 (q 0)"
     elif not guard[0] <= q[r] <= guard[1]:
       why = f"q is outside the band {guard} that gain 1 would leave"
+      label += f" (q {q[r]:.3g})"
     elif int(info.iters) > max_iters:
       why = "its gain is not within tol after the gain steps and the profile descent"
     else:
       why = f"not within tol after {max_iters} iterations (raise max_iters)"
-    groups.setdefault(why, []).append(r)
+    groups.setdefault(why, []).append(label)
   reasons = []
-  for why, rows in groups.items():
-    named = ", ".join(f"{names[r]}" + (f" (q {q[r]:.3g})" if why.startswith("q ") else "")
-                      for r in rows[:4])
-    more = f" and {len(rows) - 4} more" if len(rows) > 4 else ""
-    reasons.append(f"{named}{more}: {why}")
+  for why, labels in groups.items():
+    more = f" and {len(labels) - 4} more" if len(labels) > 4 else ""
+    reasons.append(f"{', '.join(labels[:4])}{more}: {why}")
   ld = np.log(delta_sq[delta_sq > 0])
   profile = (f" The profile: log_slope {float(info.report.log_slope):.3g} nats/layer, "
              f"ln delta_sq within {np.max(np.abs(ld - ld.mean())):.3g} nats of its mean."

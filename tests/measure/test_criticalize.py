@@ -342,3 +342,38 @@ def test_rnn_input_row_is_the_sum_of_the_recurrent_rows():
   assert np.all(d[1:T + 1] > 0)
   np.testing.assert_allclose(d[0], np.sum(d[1:T + 1]), rtol=1e-10)
   assert np.log(d[0]) - np.mean(np.log(d)) > 1.0
+
+
+def test_warning_groups_rows_by_reason_and_shows_q_outside_the_band():
+  # A report built by hand: rows 0-5 short of tol after a descent (iters > max_iters),
+  # row 6 with q above the guard, row 7 with no gradient.
+  from jaxbp.measure.criticalize import Q_GUARD
+  from jaxbp.measure.criticalized import Criticalized, warn_missed
+  from jaxbp.measure.report import LayerReport
+  L = 9
+  q = np.ones(L)
+  q[6] = 5e3
+  delta_sq = np.full(L, 0.5)
+  delta_sq[7] = 0.0
+  names = tuple(f"L{i}" for i in range(L))
+  report = LayerReport(names=names, kinds=("dot_general",) * L, shapes=((4, 4),) * L,
+                       activations=(None,) * L, loss=jnp.asarray(1.0), q=jnp.asarray(q),
+                       delta_sq=jnp.asarray(delta_sq), grad_sq={}, log_slope=jnp.asarray(0.02),
+                       sigma_w2=jnp.ones(L), sigma_b2=jnp.zeros(L))
+  reached = np.zeros(L, bool)
+  reached[8] = True
+  info = Criticalized(report, report, jnp.ones(L), jnp.asarray(reached), jnp.asarray(50),
+                      jnp.asarray(False))
+  with pytest.warns(UserWarning) as caught:
+    warn_missed(names, info, "gradient", 20, Q_GUARD)
+  text = str(caught[0].message)
+  assert text.startswith("jaxbp.criticalize: 8 layer(s) did not reach the gradient target")
+  assert ("L0, L1, L2, L3 and 2 more: its gain is not within tol after the gain steps and "
+          "the profile descent") in text
+  assert "L6 (q 5e+03): q is outside the band" in text
+  assert "L7: no gradient reaches it" in text
+  assert "L8" not in text and "log_slope 0.02" in text
+  # Nothing to say where every row reached its target.
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    warn_missed(names, info._replace(reached=jnp.ones(L, bool)), "gradient", 20, Q_GUARD)
